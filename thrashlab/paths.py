@@ -1,0 +1,34 @@
+"""Where thrashlab keeps things outside the source tree.
+
+- state: per-testbed files (SSH key, known_hosts, VM overlays, PIDs), under
+  ``$THRASHLAB_STATE_DIR`` or ``<repo>/.thrashlab`` (git-ignored), so that
+  the inventory, the collector and ``localvm`` of one checkout agree;
+- cache: big artifacts keyed by their inputs (the VM base image, compile
+  chroots), under ``$THRASHLAB_CACHE_DIR`` or ``$XDG_CACHE_HOME/thrashlab``.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .lab import REPO_ROOT
+
+
+def state_root() -> Path:
+    return Path(os.environ.get("THRASHLAB_STATE_DIR") or REPO_ROOT / ".thrashlab").absolute()
+
+
+def testbed_dir(lab_name: str) -> Path:
+    return state_root() / "testbeds" / lab_name
+
+
+def cache_root() -> Path:
+    explicit = os.environ.get("THRASHLAB_CACHE_DIR")
+    if explicit:
+        return Path(explicit).absolute()
+    xdg = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(xdg).absolute() / "thrashlab"
+
+
+def results_root() -> Path:
+    return Path(os.environ.get("THRASHLAB_RESULTS_DIR") or REPO_ROOT / "results").absolute()
