@@ -48,13 +48,13 @@ def _free_port() -> int:
 
 
 def _pid_alive(pid: int) -> bool:
+    """True for a live process; a zombie (exited, not yet reaped by a parent that
+    may never reap it, e.g. in a container without an init) counts as gone."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
         return False
-    except PermissionError:
-        return True
-    return True
+    return stat.rpartition(")")[2].split()[0] != "Z"
 
 
 def _cmdline(pid: int) -> str:
@@ -348,6 +348,7 @@ class Testbed:
                     s.sendall(b'{"execute":"qmp_capabilities"}\n')
                     s.recv(4096)
                     s.sendall(b'{"execute":"quit"}\n')
+                    s.recv(4096)  # closing before the answer can drop the command
             except OSError:
                 pass
         for sig, wait_s in ((None, 5), (signal.SIGTERM, 5), (signal.SIGKILL, 5)):

@@ -1,0 +1,73 @@
+"""Shared fixtures: the local testbed is booted once per test session.
+
+- ``testbed``: the lab's VMs up (``localvm up``), shared by every VM test;
+  stopped at the end of the session (set THRASHLAB_KEEP_VMS=1 to keep them
+  for the next run while iterating).
+- ``provisioned``: the same testbed after ``ansible-playbook playbooks/setup.yml``
+  (swap, sources copied, module and workloads built, pfprof loaded).
+
+The lab is ``$THRASHLAB_TEST_LAB`` or the repository's default lab.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def tool(name: str) -> str:
+    """A command of the test's virtualenv (ansible-playbook, ansible-lint...)."""
+    candidate = BIN / name
+    return str(candidate) if candidate.exists() else name
+
+
+def run(cmd, env=None, timeout=1800, **kw) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(cmd, cwd=REPO, env=full_env, text=True, capture_output=True,
+                          timeout=timeout, **kw)
+
+
+def selected_lab_path() -> Path:
+    return Path(os.environ.get("THRASHLAB_TEST_LAB") or REPO / "lab.yml").absolute()
+
+
+def pytest_collection_modifyitems(config, items):
+    # Tests that stop the shared testbed run after every other test.
+    items.sort(key=lambda item: 1 if item.get_closest_marker("teardown_last") else 0)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "teardown_last: runs after every other test (stops the testbed)")
+
+
+@pytest.fixture(scope="session")
+def lab_env() -> dict:
+    return {"THRASHLAB_LAB": str(selected_lab_path())}
+
+
+@pytest.fixture(scope="session")
+def testbed(lab_env):
+    from localvm.testbed import Testbed
+    from thrashlab.lab import load_lab
+    from thrashlab.progress import Progress
+
+    os.environ.update(lab_env)  # the inventory, ansible and the collector read it
+    bed = Testbed(load_lab(selected_lab_path()), Progress(stream=sys.stderr))
+    bed.up()
+    yield bed
+    if not os.environ.get("THRASHLAB_KEEP_VMS"):
+        bed.down(quiet=True)
+
+
+@pytest.fixture(scope="session")
+def provisioned(testbed, lab_env):
+    proc = run([tool("ansible-playbook"), "playbooks/setup.yml"], env=lab_env)
+    assert proc.returncode == 0, f"setup playbook failed:\n{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}"
+    testbed.setup_output = proc.stdout
+    return testbed
