@@ -1,0 +1,11 @@
+#!/bin/sh
+# The main job on the local default testbed, from a fresh machine:
+# installs what is missing, builds or reuses the VM image, boots the lab,
+# sets the VMs up with Ansible, runs the experiment, prints the comparison,
+# and stops the VMs (also when a step fails). Progress on stderr.
+#   ./run.sh [--lab FILE]
+set -eu
+repo=$(cd "$(dirname "$0")" && pwd)
+"$repo/scripts/install.sh"
+cd "$repo"
+exec "$repo/.venv/bin/python" -m thrashlab.main "$@"

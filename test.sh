@@ -1,0 +1,14 @@
+#!/bin/sh
+# Every test, VM tests included (they boot the default lab once, share it,
+# and stop it). Extra arguments go to pytest, e.g. ./test.sh -m "not vm".
+set -eu
+repo=$(cd "$(dirname "$0")" && pwd)
+# Host compile tests of the module need Debian's 6.1 headers; vagrant validates the Vagrantfile.
+THRASHLAB_APT_EXTRA="gcc make libc6-dev linux-headers-amd64 vagrant" "$repo/scripts/install.sh"
+cd "$repo"
+cleanup() {
+    # Whatever happened, leave no VM of this checkout running.
+    "$repo/.venv/bin/python" -m localvm down --all >/dev/null 2>&1 || true
+}
+trap cleanup EXIT INT TERM
+"$repo/.venv/bin/python" -m pytest "$@"
