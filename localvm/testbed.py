@@ -38,7 +38,7 @@ SERIAL_TAIL_LINES = 40
 
 
 class TestbedError(RuntimeError):
-    pass
+    __test__ = False
 
 
 def _free_port() -> int:
@@ -82,6 +82,8 @@ class VMStatus:
 
 
 class Testbed:
+    __test__ = False  # not a pytest test class, despite its name
+
     def __init__(self, lab: Lab, progress: Progress | None = None):
         self.lab = lab
         self.dir = testbed_dir(lab.name)
