@@ -1,0 +1,34 @@
+"""thrashlab's analysis: where each machine starts to thrash.
+
+``python -m analysis {case1,case2,compare,report} [RUN]`` reads a run
+directory laid out as in docs/results-format.md (default ``results/latest``)
+and prints tables (``--format text|csv|markdown``, ``--json``), writes
+figures (PNG and SVG, one colour per machine in the lab's order) to
+``RUN/analysis/``, and, for ``report``, one self-contained HTML file.
+
+Modules: :mod:`analysis.case1`, :mod:`analysis.case2`, :mod:`analysis.compare`
+(the headline; Python API ``compare_rows(run_dir)`` and ``render_table(rows,
+fmt)``), :mod:`analysis.knee` (the thrashing-point rule), :mod:`analysis.report`.
+
+What happens to bad input, file by file (never a traceback):
+
+=============================  ==============================================
+file                           when missing, truncated or corrupt
+=============================  ==============================================
+manifest.json                  error (exit 2)
+<machine>/facts.json           error
+case1/params.json, profile.csv error: one run per pair, nothing to fall back on
+case1 work-K.json              error
+case2/params.json              error (compare and report read it)
+case2 run.json, work-K.json    warning; that repeat is dropped (also when
+                               run.json shows a failed process or OOM kill)
+case2 psi-*.txt, psi-samples   warning; that repeat's PSI values stay empty
+a machine, status not "ok"     warning; the machine is skipped
+=============================  ==============================================
+
+Errors print one line, ``analysis: error: FILE:LINE: what`` (the line for
+CSV and JSON syntax; ``FILE: what`` otherwise), and exit with status 2.
+Warnings print ``analysis: warning: FILE[:LINE]: what; consequence``.
+An N all of whose repeats were dropped is left out (warning); a machine
+with no usable repeat at all is an error.
+"""

@@ -1,0 +1,126 @@
+"""``python -m analysis {case1,case2,compare,report} [RUN]``: the command line.
+
+Each subcommand imports its module only when it runs, so ``--help`` and
+table-only runs do not pay for matplotlib.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from analysis import knee
+
+PROG = "python -m analysis"
+DEFAULT_RUN = "results/latest"
+
+
+def _run_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", metavar="RUN", nargs="?", default=DEFAULT_RUN,
+                   help=f"run directory (default: {DEFAULT_RUN}, relative to the current directory)")
+
+
+def _table_args(p: argparse.ArgumentParser, figures: bool = True) -> None:
+    _run_arg(p)
+    p.add_argument("--format", choices=("text", "csv", "markdown"), default="text",
+                   help="table format (default: text, an aligned table)")
+    p.add_argument("--json", action="store_true", help="print the rows as a JSON list instead")
+    if figures:
+        p.add_argument("--out", metavar="DIR", help="where figures go (default: RUN/analysis)")
+        p.add_argument("--no-plots", action="store_true", help="print the table only, draw no figure")
+
+
+def _dispatch(module: str):
+    def run(args) -> int:
+        import importlib
+        return importlib.import_module(f"analysis.{module}").main(args)
+    return run
+
+
+EPILOG = """\
+Input problems: a missing or corrupt manifest.json, facts.json, case1 file or
+case2/params.json is an error (exit status 2, one line: analysis: error:
+FILE:LINE: what). A broken case2 repeat (run.json or a work JSON missing or
+corrupt, a failed process) is dropped with a warning naming the file; bad PSI
+files only blank that repeat's PSI values. Machines whose manifest status is
+not ok are skipped with a warning. Figures (PNG and SVG) go to RUN/analysis/.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Where each machine of a thrashlab run starts to thrash: tables, figures, report.",
+        epilog=EPILOG)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("case1", formatter_class=argparse.RawDescriptionHelpFormatter,
+                       help="Case Study 1: accumulated faults per process, totals vs the arithmetic",
+                       description="Case Study 1 per machine and pair: a figure of accumulated minor and "
+                                   "major faults vs time per process, and a table of totals beside "
+                                   "P(1-exp(-A/P)).", epilog=EPILOG)
+    _table_args(p)
+    p.set_defaults(func=_dispatch("case1"))
+
+    p = sub.add_parser("case2", formatter_class=argparse.RawDescriptionHelpFormatter,
+                       help="Case Study 2: throughput, utilization, major faults, PSI per machine and N",
+                       description="Case Study 2 per machine and N, repeats aggregated (mean, min, max, sd): "
+                                   "throughput, CPU utilization, major-fault rate, PSI, overlap.",
+                       epilog=EPILOG)
+    _table_args(p)
+    p.set_defaults(func=_dispatch("case2"))
+
+    p = sub.add_parser("compare", formatter_class=argparse.RawDescriptionHelpFormatter,
+                       help="the headline: thrashing point N* per machine beside the prediction",
+                       description="One row per machine: RAM, the thrashing point N*, the working-set "
+                                   "prediction (mem_available / work_mb), peak throughput; and a figure "
+                                   "of throughput and utilization vs N with the knees marked.\n\n"
+                                   "The thrashing point N*\n\n" + knee.RULE,
+                       epilog=EPILOG)
+    _table_args(p)
+    p.set_defaults(func=_dispatch("compare"))
+
+    p = sub.add_parser("report", formatter_class=argparse.RawDescriptionHelpFormatter,
+                       help="one self-contained HTML file with every table, figure and the metadata",
+                       description="Write RUN/analysis/report.html (figures embedded, no external "
+                                   "resource) and print its path.", epilog=EPILOG)
+    _run_arg(p)
+    p.add_argument("--out", metavar="DIR", help="where figures and the report go (default: RUN/analysis)")
+    p.add_argument("-o", "--output", metavar="FILE", help="the report's path (default: OUT/report.html)")
+    p.set_defaults(func=_dispatch("report"))
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    from analysis.errors import AnalysisError
+    try:
+        return args.func(args)
+    except AnalysisError as e:
+        print(f"analysis: error: {e}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        # e.g. piped into head: not an error of ours
+        try:
+            sys.stdout = open(os.devnull, "w")
+        except OSError:
+            pass
+        return 0
+    except OSError as e:  # writing figures or the report
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"analysis: error: {where}{e.strerror or e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("analysis: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # a bug, not bad input: one line unless asked for the traceback
+        if os.environ.get("ANALYSIS_DEBUG"):
+            raise
+        print(f"analysis: internal error: {type(e).__name__}: {e} "
+              f"(set ANALYSIS_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())

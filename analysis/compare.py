@@ -1,0 +1,186 @@
+"""The headline: one row per machine, its thrashing point N* beside the working-set prediction.
+
+Columns (and keys of ``--json``):
+
+- ``machine``, ``memory_mb`` (facts.json, else the lab), ``mem_available_mb``
+  (facts ``mem_available_kb`` / 1024, read right before the case), ``work_mb``
+  (case2/params.json);
+- ``predicted_n``: Denning's working-set prediction, ``mem_available_mb / work_mb``
+  (the N at which the processes' memory equals the available memory; null
+  without ``mem_available_kb``);
+- ``thrashing_n``: N*, by the rule below (null: no knee inside the sweep);
+- ``peak_throughput`` / ``peak_n``: the highest per-N median throughput and its N;
+- ``throughput_at_n``, ``majflt_per_s_at_n``, ``repeats_thrashing_at_n``: the
+  median throughput, median major-fault rate and the repeats' votes at N*;
+- ``n_values`` (the N of the sweep with a usable repeat); in JSON also
+  ``baseline_throughput`` and ``fault_threshold_per_s`` at N*, the
+  ``anomalies`` and ``notes`` (disagreeing repeats, anomalies).
+
+Python API: :func:`compare_rows` (``run_dir -> list[dict]``, the JSON objects)
+and :func:`render_table` (those rows as text, csv, markdown or json).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+from analysis import case2 as c2
+from analysis import knee as kn
+from analysis.errors import Diagnostics
+from analysis.load import Run
+from analysis.tables import Column, render
+
+__doc__ += "\nThe thrashing point N* (analysis.knee)\n\n" + kn.RULE
+
+COLUMNS = [
+    Column("machine"),
+    Column("memory_mb", kind="int"),
+    Column("mem_available_mb", "avail_mb", kind="float", digits=1),
+    Column("work_mb", kind="float", digits=1),
+    Column("predicted_n", kind="float", digits=2),
+    Column("thrashing_n", kind="int"),
+    Column("peak_throughput", kind="si", digits=0),
+    Column("peak_n", kind="int"),
+    Column("throughput_at_n", "throughput_at_n*", kind="si", digits=0),
+    Column("majflt_per_s_at_n", "majflt/s_at_n*", kind="float", digits=1),
+    Column("repeats_thrashing_at_n", "votes_at_n*"),
+    Column("n_values", "sweep"),
+]
+JSON_EXTRA = ("baseline_throughput", "fault_threshold_per_s", "anomalies", "notes")
+
+
+def sweep_text(ns: Sequence[int]) -> str:
+    return ",".join(str(n) for n in ns)
+
+
+def machine_row(run: Run, case: c2.Case2) -> dict:
+    m = case.machine
+    work = c2.work_mb(case, run.diag)
+    samples = {n: [kn.Sample(r.throughput, r.majflt_per_s) for r in reps]
+               for n, reps in case.repeats.items() if reps}
+    knee = kn.find_knee(samples)
+    avail = m.mem_available_mb
+    if avail is None:
+        run.diag.warn(m.dir / "facts.json", "no usable 'mem_available_kb'; predicted_n left empty")
+    peak = max(knee.points, key=lambda p: p.throughput)
+    at = knee.point(knee.n)
+    return {
+        "machine": m.name,
+        "memory_mb": m.memory_mb,
+        "mem_available_mb": avail,
+        "work_mb": work,
+        "predicted_n": None if avail is None else avail / work,
+        "thrashing_n": knee.n,
+        "peak_throughput": peak.throughput,
+        "peak_n": peak.n,
+        "throughput_at_n": at.throughput if at else None,
+        "majflt_per_s_at_n": at.majflt_per_s if at else None,
+        "repeats_thrashing_at_n": at.votes_text if at else None,
+        "n_values": case.n_values,
+        "baseline_throughput": None if at is None or at.baseline_throughput is None
+        else round(at.baseline_throughput, 0),
+        "fault_threshold_per_s": None if at is None else round(at.fault_threshold, 1),
+        "anomalies": knee.anomalies,
+        "notes": knee.notes,
+        "_knee": knee,
+        "_case": case,
+    }
+
+
+def rows_for(run: Run, cases: Optional[list] = None) -> list[dict]:
+    cases = cases if cases is not None else c2.load(run)
+    return [machine_row(run, case) for case in cases]
+
+
+def compare_rows(run_dir: Union[str, Path], diag: Optional[Diagnostics] = None) -> list[dict]:
+    """The compare table of a run directory as JSON-ready dicts (what ``--json`` prints).
+
+    Warnings go to ``diag`` (default: printed to stderr); a bad run raises
+    :class:`analysis.errors.AnalysisError`.
+    """
+    run = Run(run_dir, diag if diag is not None else Diagnostics())
+    return [{k: v for k, v in obj.items()} for obj in _json_objects(rows_for(run))]
+
+
+def _json_objects(rows: list[dict]) -> list[dict]:
+    from analysis.tables import json_rows
+    objs = json_rows(rows, COLUMNS, JSON_EXTRA)
+    for obj in objs:
+        obj["n_values"] = list(obj["n_values"])
+    return objs
+
+
+def notes_of(rows: Sequence[dict]) -> list[str]:
+    notes = []
+    for r in rows:
+        notes += [f"note: {r['machine']}: {n}" for n in r.get("notes", [])]
+    if notes or rows:
+        notes.append("N*: smallest N whose major-fault rate is far above the in-memory runs' and whose "
+                     "throughput fell below half of the smaller N's median (python -m analysis compare --help).")
+    return notes
+
+
+def render_table(rows: Sequence[dict], fmt: str = "text") -> str:
+    """Rows from :func:`compare_rows` (or the internal rows) as text, csv, markdown or json."""
+    shown = [dict(r, n_values=sweep_text(r["n_values"])) if fmt != "json" else r for r in rows]
+    return render(shown, COLUMNS, fmt, notes=notes_of(rows), extra_json=JSON_EXTRA)
+
+
+# --------------------------------------------------------------------------- figure
+
+def plot(run: Run, rows: list[dict], out_dir: Path) -> list[Path]:
+    from analysis import plots
+    plt = plots.pyplot()
+    fig, (ax_t, ax_u) = plt.subplots(2, 1, figsize=(9, 8), sharex=True,
+                                     gridspec_kw={"height_ratios": [3, 2]})
+    for row in rows:
+        case: c2.Case2 = row["_case"]
+        knee: kn.Knee = row["_knee"]
+        colour = case.machine.colour
+        ns = [p.n for p in knee.points]
+        thr = [max(p.throughput, 1.0) for p in knee.points]
+        util = [_median([r.cpu_util for r in case.repeats[n]]) for n in ns]
+        label = f"{case.machine.name} ({case.machine.memory_mb:g} MiB)"
+        ax_t.plot(ns, thr, "-o", color=colour, label=label, markersize=4)
+        ax_u.plot(ns, util, "-o", color=colour, label=label, markersize=4)
+        if knee.n is not None:
+            for ax in (ax_t, ax_u):
+                ax.axvline(knee.n, color=colour, linestyle="-", linewidth=2.2, alpha=0.55)
+            p = knee.point(knee.n)
+            ax_t.plot([knee.n], [max(p.throughput, 1.0)], marker="v", markersize=12, color=colour,
+                      markeredgecolor="black", linestyle="none", label=f"{case.machine.name}: N* = {knee.n}")
+        if row["predicted_n"] is not None:
+            for ax in (ax_t, ax_u):
+                ax.axvline(row["predicted_n"], color=colour, linestyle=":", linewidth=1.6)
+            ax_t.plot([], [], color=colour, linestyle=":",
+                      label=f"{case.machine.name}: predicted {row['predicted_n']:.1f}")
+    ax_t.set_yscale("log")
+    ax_t.set_ylabel("throughput (accesses/s, sum over N, median)")
+    ax_u.set_ylabel("CPU utilization (CPU s / wall s, median)")
+    ax_u.set_xlabel("N (processes)")
+    for ax in (ax_t, ax_u):
+        ax.grid(True, alpha=0.3)
+        plots.integer_ticks(ax)
+    ax_t.legend(loc="best", fontsize="small")
+    ax_t.set_title("Thrashing point per machine: solid line and triangle N*, dotted line the "
+                   "working-set prediction", fontsize="medium")
+    fig.tight_layout()
+    return plots.save(fig, out_dir, "compare")
+
+
+def _median(values: list[float]) -> float:
+    import statistics
+    return statistics.median(values)
+
+
+# --------------------------------------------------------------------------- command
+
+def main(args) -> int:
+    from analysis import cli_common
+    run = cli_common.open_run(args)
+    rows = rows_for(run)
+    fmt = cli_common.fmt(args)
+    text = render_table(rows, fmt)
+    figures = [] if args.no_plots else plot(run, rows, cli_common.out_dir(args, run))
+    cli_common.emit(text, figures, fmt)
+    return 0
