@@ -177,11 +177,11 @@ COLUMNS = [
 ]
 
 NOTES = [
-    "P = pages of the region (mb x 1 MiB / page size); A = accesses of the timed phase (work JSON).",
-    "P(1-e^-A/P): expected first touches of A uniform random accesses over P fresh pages (R mode only).",
-    "expected: minor faults expected in total: P with the fill (every page first-touched before the",
-    "timed phase; the random accesses then add none), P(1-e^-A/P) without it (R mode); start-up faults",
-    "(~100-300) not included. (prof): since registration, from profile.csv; (work): getrusage at exit.",
+    "P: pages of the region (mb x 1 MiB / page size); A: accesses of the timed phase (work JSON)",
+    "P(1-e^-A/P): first touches expected of A uniformly random accesses over P fresh pages (R mode)",
+    "expected: minor faults expected in all: P with the fill (it first-touches every page, so the "
+    "random accesses add none), P(1-e^-A/P) without it (R mode); start-up faults (~100-300) not included",
+    "(prof): since registration, summed from profile.csv; (work): the process's getrusage at exit",
 ]
 
 

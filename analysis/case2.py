@@ -268,10 +268,11 @@ def columns() -> list[Column]:
 
 
 NOTES = [
-    "throughput: accesses/s summed over the N processes (mean, min, max over repeats);",
-    "cpu_util: CPU time (utime+stime, work JSONs) / wall time of the run; majflt/s: major faults",
-    "of the N processes per wall second (mean, max); some/full_avg10: highest PSI memory avg10 (%)",
-    "during the run; some/full_%: PSI stall time / wall time (%); overlap_s: min over repeats.",
+    "throughput: accesses/s summed over the N processes (mean, min, max over the repeats)",
+    "cpu_util: CPU time of the N processes (utime+stime, work JSONs) / wall time of the run",
+    "majflt/s: major faults of the N processes per wall second (mean, max)",
+    "some/full_avg10: highest PSI memory avg10 (%) during the run; some/full_%: stall / wall time",
+    "overlap_s: how long all N timed phases ran together (min over the repeats)",
 ]
 
 

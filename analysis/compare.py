@@ -28,7 +28,7 @@ from analysis import case2 as c2
 from analysis import knee as kn
 from analysis.errors import Diagnostics
 from analysis.load import Run
-from analysis.tables import Column, render
+from analysis.tables import Column, json_rows, render
 
 __doc__ += "\nThe thrashing point N* (analysis.knee)\n\n" + kn.RULE
 
@@ -47,10 +47,6 @@ COLUMNS = [
     Column("n_values", "sweep"),
 ]
 JSON_EXTRA = ("baseline_throughput", "fault_threshold_per_s", "anomalies", "notes")
-
-
-def sweep_text(ns: Sequence[int]) -> str:
-    return ",".join(str(n) for n in ns)
 
 
 def machine_row(run: Run, case: c2.Case2) -> dict:
@@ -99,15 +95,7 @@ def compare_rows(run_dir: Union[str, Path], diag: Optional[Diagnostics] = None) 
     :class:`analysis.errors.AnalysisError`.
     """
     run = Run(run_dir, diag if diag is not None else Diagnostics())
-    return [{k: v for k, v in obj.items()} for obj in _json_objects(rows_for(run))]
-
-
-def _json_objects(rows: list[dict]) -> list[dict]:
-    from analysis.tables import json_rows
-    objs = json_rows(rows, COLUMNS, JSON_EXTRA)
-    for obj in objs:
-        obj["n_values"] = list(obj["n_values"])
-    return objs
+    return json_rows(rows_for(run), COLUMNS, JSON_EXTRA)
 
 
 def notes_of(rows: Sequence[dict]) -> list[str]:
@@ -115,15 +103,15 @@ def notes_of(rows: Sequence[dict]) -> list[str]:
     for r in rows:
         notes += [f"note: {r['machine']}: {n}" for n in r.get("notes", [])]
     if notes or rows:
-        notes.append("N*: smallest N whose major-fault rate is far above the in-memory runs' and whose "
-                     "throughput fell below half of the smaller N's median (python -m analysis compare --help).")
+        notes.append("N*: the smallest N whose major-fault rate is far above the in-memory runs' and whose "
+                     "throughput fell below half of the smaller N's median; null: no knee in the sweep "
+                     "(the rule: python -m analysis compare --help).")
     return notes
 
 
 def render_table(rows: Sequence[dict], fmt: str = "text") -> str:
     """Rows from :func:`compare_rows` (or the internal rows) as text, csv, markdown or json."""
-    shown = [dict(r, n_values=sweep_text(r["n_values"])) if fmt != "json" else r for r in rows]
-    return render(shown, COLUMNS, fmt, notes=notes_of(rows), extra_json=JSON_EXTRA)
+    return render(rows, COLUMNS, fmt, notes=notes_of(rows), extra_json=JSON_EXTRA)
 
 
 # --------------------------------------------------------------------------- figure

@@ -72,6 +72,8 @@ def _has(run: Run, case: str) -> bool:
 
 
 def build(run: Run, out_dir: Path) -> str:
+    if not _has(run, "case1") and not _has(run, "case2"):
+        raise AnalysisError(run.path, None, "no case1 or case2 directory for any machine")
     m = run.manifest
     parts: list[str] = []
     title = f"thrashlab run {m.get('run_id', run.path.name)}"
@@ -133,7 +135,7 @@ def build(run: Run, out_dir: Path) -> str:
         parts.append("<details><summary>The rule for N*</summary><pre>" + _e(knee.RULE) + "</pre></details>")
         parts.append("<h2>Case Study 2</h2>")
         parts.append(html_table(c2.rows(cases), c2.columns()))
-        parts.append(notes_html([" ".join(c2.NOTES)]))
+        parts.append(notes_html(c2.NOTES))
         for p in c2.plot(run, cases, out_dir):
             if p.suffix == ".png":
                 parts.append(image(p, "Case Study 2 metrics vs N"))
@@ -143,13 +145,10 @@ def build(run: Run, out_dir: Path) -> str:
         pairs = c1.load(run)
         parts.append("<h2>Case Study 1</h2>")
         parts.append(html_table(c1.rows(run, pairs), c1.COLUMNS))
-        parts.append(notes_html([" ".join(c1.NOTES)]))
+        parts.append(notes_html(c1.NOTES))
         for p in c1.plot(run, pairs, out_dir):
             if p.suffix == ".png":
                 parts.append(image(p, f"Case Study 1 faults: {p.stem}"))
-
-    if not _has(run, "case1") and not _has(run, "case2"):
-        raise AnalysisError(run.path, None, "no case1 or case2 results for any machine")
 
     parts.append("<h2>Warnings</h2>")
     if run.diag.warnings:

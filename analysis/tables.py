@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import math
+import textwrap
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence
 
@@ -64,7 +65,7 @@ def human(col: Column, v: Any) -> str:
     if col.kind == "float":
         return f"{float(v):.{col.digits}f}"
     if isinstance(v, (list, tuple)):
-        return " ".join(str(x) for x in v)
+        return ",".join(str(x) for x in v)
     return str(v)
 
 
@@ -118,7 +119,7 @@ def render_csv(rows: Sequence[dict], columns: Sequence[Column]) -> str:
             if v is None:
                 v = ""
             elif isinstance(v, (list, tuple)):
-                v = " ".join(str(x) for x in v)
+                v = ",".join(str(x) for x in v)
             vals.append(v)
         w.writerow(vals)
     return buf.getvalue()
@@ -154,7 +155,8 @@ def render(rows: Sequence[dict], columns: Sequence[Column], fmt: str = "text",
     if fmt == "text":
         body = render_text(rows, columns)
         if notes:
-            body += "\n" + "".join(f"{n}\n" for n in notes)
+            body += "\n" + "".join(textwrap.fill(n, width=100, subsequent_indent="  ",
+                                                 break_on_hyphens=False) + "\n" for n in notes)
         return body
     raise ValueError(f"unknown format {fmt!r} (choose from {', '.join(FORMATS)}, json)")
 
