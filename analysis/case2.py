@@ -238,7 +238,7 @@ def rows(cases: list[Case2]) -> list[dict]:
 
 def _machine_columns() -> list[Column]:
     cols = [Column("machine"), Column("n", "N", "int"), Column("repeats", "reps", "int"),
-            Column("repeats_dropped", kind="int", human=False)]
+            Column("repeats_dropped", "dropped", kind="int")]
     digits = {"throughput": 0, "cpu_util": 3, "majflt_per_s": 2, "overlap_s": 2}
     for metric in METRICS:
         for stat in ("mean", "min", "max", "sd", "median"):

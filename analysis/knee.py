@@ -125,7 +125,7 @@ def find_knee(sweep: Mapping[int, Iterable[SampleLike]]) -> Knee:
                                  thrashes=2 * votes >= reps))
     for i, p in enumerate(knee.points):
         if 0 < p.votes < p.repeats:
-            verdict = "counted as thrashing (at least half)" if p.thrashes else "minority, not thrashing"
+            verdict = "at least half: N thrashes" if p.thrashes else "a minority: N does not thrash"
             knee.notes.append(f"N={p.n}: {p.votes} of {p.repeats} repeats thrashed ({verdict})")
         if not p.thrashes or knee.n is not None:
             continue
