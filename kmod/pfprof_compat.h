@@ -1,0 +1,42 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * pfprof_compat.h - every kernel-version difference pfprof meets, in one
+ * place, tested by feature rather than by version number (distributions
+ * backport interfaces). Tested against Debian 6.1, 6.12 and 7.x headers.
+ *
+ * Macros are tested with #ifdef here; functions cannot be, so Kbuild greps
+ * their declaration and passes -DPFPROF_HAVE_<NAME>.
+ */
+#ifndef PFPROF_COMPAT_H
+#define PFPROF_COMPAT_H
+
+#include <linux/mm.h>
+#include <linux/timer.h>
+
+/* vma->vm_flags became const in 6.3; vm_flags_set() is the new writer. */
+#ifdef PFPROF_HAVE_VM_FLAGS_SET
+#define pfprof_vm_flags_set(vma, flags)	vm_flags_set(vma, flags)
+#else
+static inline void pfprof_vm_flags_set(struct vm_area_struct *vma, unsigned long flags)
+{
+	vma->vm_flags |= flags;
+}
+#endif
+
+/* del_timer*() were renamed timer_delete*() in 6.2 and removed in 6.15. */
+#ifdef PFPROF_HAVE_TIMER_DELETE
+#define pfprof_timer_delete(t)		timer_delete(t)
+#define pfprof_timer_delete_sync(t)	timer_delete_sync(t)
+#else
+#define pfprof_timer_delete(t)		del_timer(t)
+#define pfprof_timer_delete_sync(t)	del_timer_sync(t)
+#endif
+
+/*
+ * Not needed, on purpose: from_timer()/timer_container_of() (6.16) - the
+ * module has one static timer; class_create() (6.4) - a misc device has no
+ * class; thread_group_exited() (unexported after 6.8) - pfprof_main.c tests
+ * exit_state itself.
+ */
+
+#endif /* PFPROF_COMPAT_H */

@@ -1,0 +1,79 @@
+"""Compile kmod/ against Debian bookworm (6.1, host headers), trixie (6.12) and
+sid (7.x) kernel headers (chroots, see tests/pfprof/compile_chroot.py) and
+require a build without a single warning, plain and with W=1 -Werror."""
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests" / "pfprof"))
+
+import compile_chroot  # noqa: E402
+
+KMOD = REPO / "kmod"
+
+pytestmark = pytest.mark.slow
+
+VARIANTS = {"plain": [], "W1-Werror": ["W=1", "WERROR=1"]}
+
+
+def _check(result):
+    out = result.stdout
+    assert result.returncode == 0, out[-4000:]
+    warnings = [line for line in out.splitlines() if "warning:" in line.lower()]
+    assert not warnings, "\n".join(warnings)
+    assert "pfprof.ko" in out, out[-2000:]
+
+
+def _needs_root():
+    if os.geteuid() != 0:
+        pytest.skip("chroot compiles need root")
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_bookworm_host_headers(variant):
+    kdirs = compile_chroot.host_kdirs()
+    if not kdirs:
+        pytest.skip("no linux-headers-6.1.*-amd64 under /usr/src")
+    for kdir in kdirs:
+        _check(compile_chroot.compile_on_host(kdir, KMOD, VARIANTS[variant]))
+
+
+@pytest.fixture(scope="module", params=["trixie", "sid"])
+def suite_chroot(request):
+    _needs_root()
+    if not shutil.which("mmdebstrap"):
+        pytest.skip("mmdebstrap is not installed")
+    return compile_chroot.chroot_for_suite(request.param)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_chroot_headers(suite_chroot, variant):
+    _check(compile_chroot.compile_in_chroot(suite_chroot, KMOD, VARIANTS[variant]))
+
+
+def test_feature_tests_detected(suite_chroot):
+    """The Kbuild greps find the new interfaces in 6.12 and 7.x headers."""
+    result = compile_chroot.compile_in_chroot(suite_chroot, KMOD, ["V=1"])
+    _check(result)
+    assert "-DPFPROF_HAVE_VM_FLAGS_SET" in result.stdout
+    assert "-DPFPROF_HAVE_TIMER_DELETE" in result.stdout
+
+
+def test_uapi_header_compiles_in_user_space(tmp_path):
+    """pfprof.h is usable from C user space with -Wall -Wextra -pedantic."""
+    src = tmp_path / "t.c"
+    src.write_text('#include "pfprof.h"\n#include <stddef.h>\n'
+                   "_Static_assert(sizeof(struct pfprof_record) == 48, \"record\");\n"
+                   "_Static_assert(offsetof(struct pfprof_ring_header, data_tail) == 128, \"tail\");\n"
+                   "int main(void) { return PFPROF_VERSION != 1; }\n")
+    import subprocess
+    r = subprocess.run(["gcc", "-std=c11", "-Wall", "-Wextra", "-pedantic", "-Werror",
+                        f"-I{KMOD}", str(src), "-o", str(tmp_path / "t")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
