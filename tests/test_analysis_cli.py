@@ -1,0 +1,407 @@
+"""The command line, run as ``python -m analysis`` on the hand-made result directories.
+
+Every table is compared whole against the exact text below (the numbers were
+checked by hand against tests/fixtures/make_fixtures.py: e.g. small N=3:
+(9000 + 7500) / 2 = 8.25k accesses/s, 30000/40 s and 28000/40 s major faults
+-> 725/s; N* = 3 because 725/s > 50/s and 8.25k < half of median(6.0M, 10.15M)).
+Table tests pass --no-plots so that nothing is written into the fixtures;
+figures are tested on a copy in test_analysis_figures.py.
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+F = "tests/fixtures/results"
+
+
+def analysis(*args, cwd=ROOT, env=None):
+    return subprocess.run([sys.executable, "-m", "analysis", *map(str, args)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def check(args, stdout, stderr="", rc=0):
+    p = analysis(*args)
+    assert (p.stdout, p.stderr, p.returncode) == (stdout, stderr, rc)
+
+
+COMPARE_TEXT = """\
+machine  memory_mb  avail_mb  work_mb  predicted_n  thrashing_n  peak_throughput  peak_n  throughput_at_n*  majflt/s_at_n*  votes_at_n*  sweep
+-------  ---------  --------  -------  -----------  -----------  ---------------  ------  ----------------  --------------  -----------  -------
+small          256      60.0     24.0         2.50            3            10.2M       2             8.25k           725.0  2/2          1,2,3,4
+large          512     200.0     24.0         8.33            -            14.0M       3                 -               -  -            1,2,3,4
+
+N*: the smallest N whose major-fault rate is far above the in-memory runs' and whose throughput fell
+  below half of the smaller N's median; null: no knee in the sweep (the rule: python -m analysis
+  compare --help).
+"""
+
+COMPARE_CSV = """\
+machine,memory_mb,mem_available_mb,work_mb,predicted_n,thrashing_n,peak_throughput,peak_n,throughput_at_n,majflt_per_s_at_n,repeats_thrashing_at_n,n_values
+small,256,60.0,24.0,2.5,3,10150000,2,8250,725.0,2/2,"1,2,3,4"
+large,512,200.0,24.0,8.33,,14000000,3,,,,"1,2,3,4"
+"""
+
+COMPARE_MARKDOWN = """\
+| machine | memory_mb | avail_mb | work_mb | predicted_n | thrashing_n | peak_throughput | peak_n | throughput_at_n* | majflt/s_at_n* | votes_at_n* | sweep |
+|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|
+| small | 256 | 60.0 | 24.0 | 2.50 | 3 | 10.2M | 2 | 8.25k | 725.0 | 2/2 | 1,2,3,4 |
+| large | 512 | 200.0 | 24.0 | 8.33 | - | 14.0M | 3 | - | - | - | 1,2,3,4 |
+
+- N*: the smallest N whose major-fault rate is far above the in-memory runs' and whose throughput fell below half of the smaller N's median; null: no knee in the sweep (the rule: python -m analysis compare --help).
+"""
+
+COMPARE_JSON = """\
+[
+  {
+    "machine": "small",
+    "memory_mb": 256,
+    "mem_available_mb": 60.0,
+    "work_mb": 24.0,
+    "predicted_n": 2.5,
+    "thrashing_n": 3,
+    "peak_throughput": 10150000,
+    "peak_n": 2,
+    "throughput_at_n": 8250,
+    "majflt_per_s_at_n": 725.0,
+    "repeats_thrashing_at_n": "2/2",
+    "n_values": [
+      1,
+      2,
+      3,
+      4
+    ],
+    "baseline_throughput": 8075000.0,
+    "fault_threshold_per_s": 50.0,
+    "anomalies": [],
+    "notes": []
+  },
+  {
+    "machine": "large",
+    "memory_mb": 512,
+    "mem_available_mb": 200.0,
+    "work_mb": 24.0,
+    "predicted_n": 8.33,
+    "thrashing_n": null,
+    "peak_throughput": 14000000,
+    "peak_n": 3,
+    "throughput_at_n": null,
+    "majflt_per_s_at_n": null,
+    "repeats_thrashing_at_n": null,
+    "n_values": [
+      1,
+      2,
+      3,
+      4
+    ],
+    "baseline_throughput": null,
+    "fault_threshold_per_s": null,
+    "anomalies": [],
+    "notes": []
+  }
+]
+"""
+
+CASE2_TEXT = """\
+machine  N  reps  dropped  throughput  thr_min  thr_max  cpu_util  majflt/s  majflt/s_max  some_avg10  full_avg10  some_%  full_%  overlap_s
+-------  -  ----  -------  ----------  -------  -------  --------  --------  ------------  ----------  ----------  ------  ------  ---------
+small    1     2        0       6.00M    5.90M    6.10M     0.873      0.50          0.55        0.00        0.00    0.00    0.00      12.00
+small    2     2        0       10.2M    8.00M    12.3M     0.878      0.48          0.57        0.25        0.10    0.25    0.10      11.80
+small    3     2        0       8.25k    7.50k    9.00k     0.523    725.00        750.00       23.50       15.00   61.25   41.25      11.00
+small    4     2        0       5.60k    5.20k    6.00k     0.528    950.00       1000.00       28.50       17.00   71.00   51.00      10.50
+large    1     2        0       5.15M    4.80M    5.50M     0.873      0.47          0.50        0.00        0.00    0.00    0.00      12.00
+large    2     2        0       7.45M    3.90M    11.0M     0.878      0.52          0.57        0.00        0.00    0.00    0.00      11.90
+large    3     2        0       14.0M    13.8M    14.2M     0.882      0.55          0.59        0.00        0.00    0.00    0.00      11.80
+large    4     2        0       10.1M    5.10M    15.0M     0.886      0.57          0.61        0.10        0.00    0.05    0.00      11.60
+
+throughput: accesses/s summed over the N processes (mean, min, max over the repeats)
+cpu_util: CPU time of the N processes (utime+stime, work JSONs) / wall time of the run
+majflt/s: major faults of the N processes per wall second (mean, max)
+some/full_avg10: highest PSI memory avg10 (%) during the run; some/full_%: stall / wall time
+overlap_s: how long all N timed phases ran together (min over the repeats)
+"""
+
+CASE1_TEXT = """\
+machine  pair    proc     pid  mode  fill   mb  accesses  pages  minflt(prof)  majflt(prof)  minflt(work)  majflt(work)  P(1-e^-A/P)  expected
+-------  ------  ------  ----  ----  ----  ---  --------  -----  ------------  ------------  ------------  ------------  -----------  --------
+small    pair-A  work-1  1001  R     no     64     20000  16384         11580             0         11700             0        11550     11550
+small    pair-A  work-2  1002  R     no     64      4000  16384          3579             0          3699             0         3549      3549
+small    pair-A  total      -  -     -     128     24000  32768         15159             0         15399             0        15099     15099
+small    pair-B  work-1  1003  R     no     64     20000  16384         11580             0         11700             0        11550     11550
+small    pair-B  work-2  1004  L     no     64      4000  16384          4945             0          5065             0            -         -
+small    pair-B  total      -  -     -     128     24000  32768         16525             0         16765             0            -         -
+large    pair-A  work-1  1101  R     yes    64     20000  16384         16414             0         16534             0        11550     16384
+large    pair-A  work-2  1102  R     yes    64      4000  16384         16414             0         16534             0         3549     16384
+large    pair-A  total      -  -     -     128     24000  32768         32828             0         33068             0        15099     32768
+large    pair-B  work-1  1103  R     yes    64     20000  16384         16414             0         16534             0        11550     16384
+large    pair-B  work-2  1104  L     yes    64      4000  16384         16414             0         16534             0            -     16384
+large    pair-B  total      -  -     -     128     24000  32768         32828             0         33068             0            -     32768
+
+P: pages of the region (mb x 1 MiB / page size); A: accesses of the timed phase (work JSON)
+P(1-e^-A/P): first touches expected of A uniformly random accesses over P fresh pages (R mode)
+expected: minor faults expected in all: P with the fill (it first-touches every page, so the random
+  accesses add none), P(1-e^-A/P) without it (R mode); start-up faults (~100-300) not included
+(prof): since registration, summed from profile.csv; (work): the process's getrusage at exit
+"""
+
+CASE1_CSV = """\
+machine,pair,proc,pid,mode,fill,mb,accesses,pages,minflt_profile,majflt_profile,minflt_work,majflt_work,first_touch,expected_minflt
+small,pair-A,work-1,1001,R,no,64,20000,16384,11580,0,11700,0,11550,11550
+small,pair-A,work-2,1002,R,no,64,4000,16384,3579,0,3699,0,3549,3549
+small,pair-A,total,,,,128,24000,32768,15159,0,15399,0,15099,15099
+small,pair-B,work-1,1003,R,no,64,20000,16384,11580,0,11700,0,11550,11550
+small,pair-B,work-2,1004,L,no,64,4000,16384,4945,0,5065,0,,
+small,pair-B,total,,,,128,24000,32768,16525,0,16765,0,,
+large,pair-A,work-1,1101,R,yes,64,20000,16384,16414,0,16534,0,11550,16384
+large,pair-A,work-2,1102,R,yes,64,4000,16384,16414,0,16534,0,3549,16384
+large,pair-A,total,,,,128,24000,32768,32828,0,33068,0,15099,32768
+large,pair-B,work-1,1103,R,yes,64,20000,16384,16414,0,16534,0,11550,16384
+large,pair-B,work-2,1104,L,yes,64,4000,16384,16414,0,16534,0,,16384
+large,pair-B,total,,,,128,24000,32768,32828,0,33068,0,,32768
+"""
+
+WARNINGS_CASE2_TEXT = """\
+machine  N  reps  dropped  throughput  thr_min  thr_max  cpu_util  majflt/s  majflt/s_max  some_avg10  full_avg10  some_%  full_%  overlap_s
+-------  -  ----  -------  ----------  -------  -------  --------  --------  ------------  ----------  ----------  ------  ------  ---------
+small    1     2        0       6.00M    5.90M    6.10M     0.873      0.50          0.55        0.00        0.00    0.00    0.00      12.00
+small    2     1        1       12.3M    12.3M    12.3M     0.878      0.57          0.57        0.50        0.20    0.50    0.20      11.80
+small    3     2        0       8.25k    7.50k    9.00k     0.523    725.00        750.00       23.50       15.00   61.25   41.25      11.00
+small    4     2        0       5.60k    5.20k    6.00k     0.528    950.00       1000.00       28.50       17.00   70.00   50.00      10.50
+large    1     2        0       5.15M    4.80M    5.50M     0.873      0.47          0.50        0.00        0.00    0.00    0.00      12.00
+large    2     2        0       7.45M    3.90M    11.0M     0.878      0.52          0.57        0.00        0.00    0.00    0.00      11.90
+large    3     1        1       13.8M    13.8M    13.8M     0.882      0.59          0.59        0.00        0.00    0.00    0.00      11.80
+large    4     2        0       10.1M    5.10M    15.0M     0.886      0.57          0.61        0.10        0.00    0.05    0.00      11.60
+
+throughput: accesses/s summed over the N processes (mean, min, max over the repeats)
+cpu_util: CPU time of the N processes (utime+stime, work JSONs) / wall time of the run
+majflt/s: major faults of the N processes per wall second (mean, max)
+some/full_avg10: highest PSI memory avg10 (%) during the run; some/full_%: stall / wall time
+overlap_s: how long all N timed phases ran together (min over the repeats)
+"""
+
+WARNINGS_CASE2_TEXT_STDERR = """\
+analysis: warning: tests/fixtures/results/warnings/manifest.json: machine 'tiny' skipped (status 'failed': ssh: connection refused after 3 retries)
+analysis: warning: tests/fixtures/results/warnings/small/case2/n-01/r-1/psi-samples.csv:4: expected 5 fields, found 4 (file truncated?); PSI avg10 of this repeat left out
+analysis: warning: tests/fixtures/results/warnings/small/case2/n-02/r-2/work-2.json:1: invalid JSON: Unterminated string starting at (column 38); this repeat is dropped
+analysis: warning: tests/fixtures/results/warnings/small/case2/n-04/r-2/psi-after.txt: no such file; PSI totals of this repeat left out
+analysis: warning: tests/fixtures/results/warnings/large/case2/n-03/r-1/run.json: exit codes [0, 137, 0], oom_killed 1; this repeat is dropped
+"""
+
+WARNINGS_COMPARE_TEXT = """\
+machine  memory_mb  avail_mb  work_mb  predicted_n  thrashing_n  peak_throughput  peak_n  throughput_at_n*  majflt/s_at_n*  votes_at_n*  sweep
+-------  ---------  --------  -------  -----------  -----------  ---------------  ------  ----------------  --------------  -----------  -------
+small          256      60.0     24.0         2.50            3            12.3M       2             8.25k           725.0  2/2          1,2,3,4
+large          512     200.0     24.0         8.33            -            13.8M       3                 -               -  -            1,2,3,4
+
+N*: the smallest N whose major-fault rate is far above the in-memory runs' and whose throughput fell
+  below half of the smaller N's median; null: no knee in the sweep (the rule: python -m analysis
+  compare --help).
+"""
+
+WARNINGS_COMPARE_TEXT_STDERR = """\
+analysis: warning: tests/fixtures/results/warnings/manifest.json: machine 'tiny' skipped (status 'failed': ssh: connection refused after 3 retries)
+analysis: warning: tests/fixtures/results/warnings/small/case2/n-01/r-1/psi-samples.csv:4: expected 5 fields, found 4 (file truncated?); PSI avg10 of this repeat left out
+analysis: warning: tests/fixtures/results/warnings/small/case2/n-02/r-2/work-2.json:1: invalid JSON: Unterminated string starting at (column 38); this repeat is dropped
+analysis: warning: tests/fixtures/results/warnings/small/case2/n-04/r-2/psi-after.txt: no such file; PSI totals of this repeat left out
+analysis: warning: tests/fixtures/results/warnings/large/case2/n-03/r-1/run.json: exit codes [0, 137, 0], oom_killed 1; this repeat is dropped
+analysis: warning: tests/fixtures/results/warnings/large/case2/params.json: missing key 'work_mb'; using the work JSONs' mb (24)
+"""
+
+
+# --------------------------------------------------------------------------- whole outputs
+
+def test_compare_text():
+    check(["compare", f"{F}/good", "--no-plots"], COMPARE_TEXT)
+
+
+def test_compare_csv():
+    check(["compare", f"{F}/good", "--no-plots", "--format", "csv"], COMPARE_CSV)
+
+
+def test_compare_markdown():
+    check(["compare", f"{F}/good", "--no-plots", "--format", "markdown"], COMPARE_MARKDOWN)
+
+
+def test_compare_json():
+    check(["compare", f"{F}/good", "--no-plots", "--json"], COMPARE_JSON)
+    rows = json.loads(COMPARE_JSON)
+    for row in rows:
+        assert {"machine", "memory_mb", "thrashing_n", "predicted_n", "peak_throughput"} <= set(row)
+    assert [(r["machine"], r["thrashing_n"]) for r in rows] == [("small", 3), ("large", None)]
+
+
+def test_case2_text():
+    check(["case2", f"{F}/good", "--no-plots"], CASE2_TEXT)
+
+
+def test_case1_text():
+    check(["case1", f"{F}/good", "--no-plots"], CASE1_TEXT)
+
+
+def test_case1_csv():
+    check(["case1", f"{F}/good", "--no-plots", "--format", "csv"], CASE1_CSV)
+
+
+def test_warnings_case2():
+    check(["case2", f"{F}/warnings", "--no-plots"], WARNINGS_CASE2_TEXT, WARNINGS_CASE2_TEXT_STDERR)
+
+
+def test_warnings_compare():
+    check(["compare", f"{F}/warnings", "--no-plots"], WARNINGS_COMPARE_TEXT, WARNINGS_COMPARE_TEXT_STDERR)
+
+
+def test_python_api_matches_the_command_line():
+    from analysis.compare import compare_rows, render_table
+    from analysis.errors import Diagnostics
+    diag = Diagnostics(sink=None)
+    rows = compare_rows(ROOT / F / "good", diag)
+    assert diag.warnings == []
+    assert json.dumps(rows, indent=2) + "\n" == COMPARE_JSON
+    for fmt, expected in (("text", COMPARE_TEXT), ("csv", COMPARE_CSV), ("markdown", COMPARE_MARKDOWN),
+                          ("json", COMPARE_JSON)):
+        assert render_table(rows, fmt) == expected
+
+
+def test_disagreeing_repeats_are_noted(tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(ROOT / F / "good", run)
+    # small N=3, repeat 2 did not page: one of two repeats thrashed, a tie, counted as thrashing
+    target = run / "small/case2/n-03/r-2"
+    for k in (1, 2, 3):
+        w = json.loads((target / f"work-{k}.json").read_text())
+        w.update(accesses_per_s=3_000_000.0, majflt=3)
+        (target / f"work-{k}.json").write_text(json.dumps(w))
+    p = analysis("compare", run, "--no-plots")
+    assert p.returncode == 0 and p.stderr == ""
+    lines = p.stdout.splitlines()
+    assert lines[2].split()[:6] == ["small", "256", "60.0", "24.0", "2.50", "3"]
+    assert lines[2].split()[-2] == "1/2"
+    assert lines[5] == "note: small: N=3: 1 of 2 repeats thrashed (at least half: N thrashes)"
+    js = json.loads(analysis("compare", run, "--no-plots", "--json").stdout)
+    assert js[0]["notes"] == ["N=3: 1 of 2 repeats thrashed (at least half: N thrashes)"]
+    assert js[0]["repeats_thrashing_at_n"] == "1/2"
+
+
+# --------------------------------------------------------------------------- bad input
+
+ERRORS = [
+    ("no-manifest", "compare", "tests/fixtures/results/no-manifest/manifest.json: no such file"),
+    ("no-manifest", "case1", "tests/fixtures/results/no-manifest/manifest.json: no such file"),
+    ("bad-manifest", "case2",
+     "tests/fixtures/results/bad-manifest/manifest.json:5: invalid JSON: Expecting ',' delimiter (column 2)"),
+    ("missing-facts", "compare", "tests/fixtures/results/missing-facts/large/facts.json: no such file"),
+    ("truncated-profile", "case1", "tests/fixtures/results/truncated-profile/small/case1/pair-A/profile.csv:13: "
+                                   "expected 7 fields, found 3 (file truncated?)"),
+    ("bad-profile-value", "case1", "tests/fixtures/results/bad-profile-value/large/case1/pair-A/profile.csv:5: "
+                                   "column 'majflt': not an integer: '7x'"),
+    ("bad-params", "compare", "tests/fixtures/results/bad-params/small/case2/params.json:3: "
+                              "invalid JSON: Expecting ',' delimiter (column 1)"),
+]
+
+
+@pytest.mark.parametrize("fixture,command,message", ERRORS, ids=[f"{e[0]}-{e[1]}" for e in ERRORS])
+def test_bad_input_is_one_line_naming_the_file(fixture, command, message):
+    for fmt in ([], ["--json"]):
+        check([command, f"{F}/{fixture}", "--no-plots", *fmt], "", f"analysis: error: {message}\n", 2)
+
+
+def test_no_usable_repeat_warns_then_fails():
+    d = "tests/fixtures/results/no-usable-repeat/large/case2"
+    check(["compare", f"{F}/no-usable-repeat", "--no-plots"], "",
+          f"analysis: warning: {d}/n-01/r-1/run.json: no such file; this repeat is dropped\n"
+          f"analysis: warning: {d}/n-01: no usable repeat; this N is left out\n"
+          f"analysis: warning: {d}/n-02/r-1/run.json: no such file; this repeat is dropped\n"
+          f"analysis: warning: {d}/n-02: no usable repeat; this N is left out\n"
+          f"analysis: error: {d}: no usable repeat (see the warnings above)\n", 2)
+
+
+def test_errors_where_only_another_case_is_broken_do_not_matter():
+    # the broken profile is Case Study 1's: case2 and compare still answer
+    p = analysis("compare", f"{F}/truncated-profile", "--no-plots", "--json")
+    assert p.returncode == 0 and p.stderr == ""
+    assert [r["machine"] for r in json.loads(p.stdout)] == ["small", "large"]
+
+
+def test_missing_run_directory():
+    check(["compare", f"{F}/does-not-exist"], "",
+          "analysis: error: tests/fixtures/results/does-not-exist: no such run directory\n", 2)
+
+
+def test_corrupt_files_written_on_the_fly(tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(ROOT / F / "good", run)
+    (run / "small/case1/params.json").write_bytes(b"\xff\xfe{}")
+    p = analysis("case1", run, "--no-plots")
+    assert (p.stdout, p.stderr, p.returncode) == ("", f"analysis: error: {run}/small/case1/params.json:1: "
+                                                      "not UTF-8 text\n", 2)
+    (run / "small/case1/params.json").write_text('{"fill": "yes"}')
+    p = analysis("case1", run, "--no-plots")
+    assert p.stderr == (f"analysis: error: {run}/small/case1/params.json: key 'fill': "
+                        "expected true or false, found 'yes'\n")
+    (run / "small/case1/params.json").write_text('{"fill": false}')
+    prof = run / "large/case1/pair-B/profile.csv"
+    prof.write_text("ts_ns,jiffies,pid,minflt,cpu_ns,flags\n1,2,3,4,5,6\n")
+    p = analysis("case1", run, "--no-plots")
+    assert p.stderr == (f"analysis: error: {prof}:1: missing column(s) majflt "
+                        "(header: ts_ns,jiffies,pid,minflt,cpu_ns,flags)\n")
+    prof.write_text("")
+    p = analysis("case1", run, "--no-plots")
+    assert p.stderr == f"analysis: error: {prof}:1: empty file (no header row)\n"
+    (run / "manifest.json").write_text("[1, 2]\n")
+    p = analysis("compare", run, "--no-plots")
+    assert p.stderr == f"analysis: error: {run}/manifest.json:1: expected a JSON object, found list\n"
+    (run / "manifest.json").write_text('{"machines": {"small": {"status": "failed"}}}\n')
+    p = analysis("compare", run, "--no-plots")
+    assert p.stderr == (f"analysis: warning: {run}/manifest.json: machine 'small' skipped (status 'failed')\n"
+                        f"analysis: error: {run}/manifest.json: no machine with status 'ok'\n")
+    assert p.returncode == 2
+
+
+def test_work_json_with_a_wrong_type_drops_the_repeat(tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(ROOT / F / "good", run)
+    w = run / "large/case2/n-01/r-2/work-1.json"
+    obj = json.loads(w.read_text())
+    obj["majflt"] = "12"
+    w.write_text(json.dumps(obj))
+    p = analysis("case2", run, "--no-plots", "--format", "csv")
+    assert p.returncode == 0
+    assert p.stderr == (f"analysis: warning: {w}: key 'majflt': expected a number, found \"12\"; "
+                        "this repeat is dropped\n")
+    large1 = [line for line in p.stdout.splitlines() if line.startswith("large,1,")]
+    assert large1[0].startswith("large,1,1,1,4800000,")
+
+
+# --------------------------------------------------------------------------- the command line itself
+
+def test_default_run_is_results_latest_in_the_current_directory(tmp_path):
+    (tmp_path / "results").mkdir()
+    os.symlink(ROOT / F / "good", tmp_path / "results" / "latest")
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    p = analysis("compare", "--no-plots", cwd=tmp_path, env=env)
+    assert (p.stdout, p.stderr, p.returncode) == (COMPARE_TEXT, "", 0)
+    p = analysis("compare", "--no-plots", cwd=tmp_path / "results", env=env)
+    assert p.returncode == 2
+    assert p.stderr == "analysis: error: results/latest: no such run directory\n"
+
+
+def test_help_documents_the_rule():
+    p = analysis("compare", "--help")
+    assert p.returncode == 0
+    assert "(a) paging:   F > max(50/s, 20 x F0)" in p.stdout
+    assert "at least half of its repeats thrash" in p.stdout
+    assert "--json" in p.stdout and "{text,csv,markdown}" in p.stdout
+    top = analysis("--help")
+    assert all(c in top.stdout for c in ("case1", "case2", "compare", "report"))
+
+
+def test_usage_errors_exit_2():
+    p = analysis()
+    assert p.returncode == 2 and "usage: python -m analysis" in p.stderr
+    p = analysis("compare", f"{F}/good", "--format", "html")
+    assert p.returncode == 2 and "invalid choice: 'html'" in p.stderr
