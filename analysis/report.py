@@ -122,10 +122,14 @@ def build(run: Run, out_dir: Path) -> str:
         for name, p in params.items():
             parts.append(f"<p><b>{_e(name)}</b></p><pre>{_e(json.dumps(p, indent=2, sort_keys=True))}</pre>")
 
+    # ---- read everything first, so that bad input stops the report before any figure is drawn
+    cases = c2.load(run) if _has(run, "case2") else None
+    rows = cmp.rows_for(run, cases) if cases is not None else None
+    pairs = c1.load(run) if _has(run, "case1") else None
+    pair_rows = c1.rows(run, pairs) if pairs is not None else None
+
     # ---- case 2 and the headline
-    if _has(run, "case2"):
-        cases = c2.load(run)
-        rows = cmp.rows_for(run, cases)
+    if cases is not None:
         parts.append("<h2>Thrashing point per machine (compare)</h2>")
         parts.append(html_table(rows, cmp.COLUMNS))
         parts.append(notes_html(cmp.notes_of(rows)))
@@ -141,10 +145,9 @@ def build(run: Run, out_dir: Path) -> str:
                 parts.append(image(p, "Case Study 2 metrics vs N"))
 
     # ---- case 1
-    if _has(run, "case1"):
-        pairs = c1.load(run)
+    if pairs is not None:
         parts.append("<h2>Case Study 1</h2>")
-        parts.append(html_table(c1.rows(run, pairs), c1.COLUMNS))
+        parts.append(html_table(pair_rows, c1.COLUMNS))
         parts.append(notes_html(c1.NOTES))
         for p in c1.plot(run, pairs, out_dir):
             if p.suffix == ".png":

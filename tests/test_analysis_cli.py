@@ -405,3 +405,34 @@ def test_usage_errors_exit_2():
     assert p.returncode == 2 and "usage: python -m analysis" in p.stderr
     p = analysis("compare", f"{F}/good", "--format", "html")
     assert p.returncode == 2 and "invalid choice: 'html'" in p.stderr
+
+
+def test_a_case2_run_without_case1(tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(ROOT / F / "good", run)
+    for m in ("small", "large"):
+        shutil.rmtree(run / m / "case1")
+    p = analysis("compare", run, "--no-plots")
+    assert (p.stdout, p.stderr, p.returncode) == (COMPARE_TEXT, "", 0)
+    p = analysis("case1", run, "--no-plots")
+    assert (p.stdout, p.returncode) == ("", 2)
+    assert p.stderr == (f"analysis: error: {run}/small/case1: no such directory "
+                        "(no Case Study 1 results for this machine)\n")
+    p = analysis("report", run)
+    assert p.returncode == 0, p.stderr
+    html = (run / "analysis/report.html").read_text()
+    assert "Case Study 2" in html and "Case Study 1" not in html
+
+
+def test_a_process_missing_from_the_profile_is_a_warning(tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(ROOT / F / "good", run)
+    prof = run / "small/case1/pair-B/profile.csv"
+    lines = prof.read_text().splitlines(keepends=True)
+    prof.write_text("".join(line for line in lines if ",1004," not in line))
+    p = analysis("case1", run, "--no-plots", "--format", "csv")
+    assert p.returncode == 0
+    assert p.stderr == (f"analysis: warning: {prof}: no record of pid 1004 (work-2.json); "
+                        "profile columns left empty\n")
+    assert "small,pair-B,work-2,1004,L,no,64,4000,16384,,,5065,0,,\n" in p.stdout
+    assert "small,pair-B,total,,,,128,24000,32768,,,16765,0,,\n" in p.stdout

@@ -143,3 +143,4 @@ def test_report_on_a_broken_run_is_an_error(tmp_path):
     assert p.stderr == (f"analysis: error: {d}/small/case1/pair-A/profile.csv:13: "
                         "expected 7 fields, found 3 (file truncated?)\n")
     assert not (d / "analysis" / "report.html").exists()
+    assert not (d / "analysis").exists()     # read everything before drawing anything
