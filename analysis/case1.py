@@ -11,16 +11,16 @@ Per machine, per pair (``RUN/<machine>/case1/pair-*/``):
   process registered) and from the process's own getrusage in its work JSON
   (``minflt_work``, ``majflt_work``: its whole life), beside the expectation.
 
-The expectation.  P = mb x 1 MiB / page size (4 KiB unless facts.json gives
-``page_size``) pages, A = ``accesses`` of the timed phase (work JSON).
+The expectation.  P = mb x 1 MiB / page size (the work JSON's ``page_size``,
+else facts.json's, else 4 KiB) pages, A = ``accesses`` of the timed phase (work JSON).
 ``first_touch`` = P x (1 - exp(-A/P)) is the expected number of distinct pages
 that A uniformly random accesses touch in a fresh region of P pages: each page
 escapes all A accesses with probability (1 - 1/P)^A ~ exp(-A/P).  It is only
 meaningful for R mode (L mode's accesses are not independent; the column is
 empty).  ``expected_minflt`` is what the process should show in total:
 
-- with the fill (case1/params.json ``fill`` true, or, without that key, the
-  work JSON's ``fill_s`` > 0), every page is first-touched before the timed
+- with the fill (case1/params.json ``fill`` true; without that key, the work
+  JSON's own ``fill``, else its ``fill_s`` > 0), every page is first-touched before the timed
   phase, so the expected count is P whatever A is; the random accesses then
   touch no new page and P x (1 - exp(-A/P)) only says how much of the region
   the timed phase alone would have covered;
@@ -64,6 +64,7 @@ class Process:
     minflt_work: float
     majflt_work: float
     fill: bool
+    page_size: Optional[int] = None
 
 
 @dataclass
@@ -117,13 +118,15 @@ def _process(k: int, wp: Path, fill: Optional[bool]) -> Process:
     mode = w.get("mode")
     if mode not in ("R", "L"):
         raise AnalysisError(wp, None, f"key 'mode': expected \"R\" or \"L\", found {mode!r}")
-    fill_s = number(w, "fill_s", wp, required=False, minimum=0)
+    if fill is None:
+        own = w.get("fill")
+        fill = own if isinstance(own, bool) else bool(number(w, "fill_s", wp, required=False, minimum=0))
     return Process(k=k, path=wp, pid=number(w, "pid", wp, integer=True, minimum=1), mode=mode,
                    mb=number(w, "mb", wp, minimum=0), accesses=number(w, "accesses", wp, minimum=0),
                    per_iteration=number(w, "accesses_per_iteration", wp, required=False),
                    minflt_work=number(w, "minflt", wp, minimum=0),
-                   majflt_work=number(w, "majflt", wp, minimum=0),
-                   fill=fill if fill is not None else bool(fill_s))
+                   majflt_work=number(w, "majflt", wp, minimum=0), fill=fill,
+                   page_size=number(w, "page_size", wp, required=False, integer=True, minimum=1))
 
 
 def load(run: Run) -> list[Pair]:
@@ -142,9 +145,9 @@ def rows(run: Run, pairs: list[Pair]) -> list[dict]:
     for pair in pairs:
         minf = _sum_by_pid(pair.profile, "minflt")
         majf = _sum_by_pid(pair.profile, "majflt")
-        page = pair.machine.page_size
         prows = []
         for p in pair.processes:
+            page = p.page_size or pair.machine.page_size
             if p.pid not in minf:
                 run.diag.warn(pair.machine.dir / "case1" / pair.name / "profile.csv",
                               f"no record of pid {p.pid} ({p.path.name}); profile columns left empty")

@@ -25,7 +25,9 @@ rule in analysis.knee uses).
 
 Bad input: a repeat whose run.json or any work-K.json is missing or corrupt,
 or whose run.json reports a non-zero exit code or an OOM kill, is dropped
-with a warning naming the file; bad PSI files only leave that repeat's PSI
+with a warning naming the file (a run that timed out but whose processes all
+printed their JSON, ``"interrupted": true``, is kept with a warning: its
+throughput is that of the part that ran, which is what thrashing looks like); bad PSI files only leave that repeat's PSI
 columns empty (warning).  No usable repeat at all for a machine is an error,
 as is a missing or corrupt case2/params.json (read by compare).
 """
@@ -157,6 +159,9 @@ def load_repeat(machine: Machine, n: int, r: int, rdir: Path, diag: Diagnostics)
     except AnalysisError as e:
         diag.warn_error(e, "this repeat is dropped")
         return None
+    if run_json.get("timed_out") is True:
+        diag.warn(rp, "the run timed out and its work processes were stopped; kept, their JSONs "
+                      "measure the part that ran")
     rep = Repeat(machine=machine.name, n=n, r=r, path=rdir, throughput=throughput, accesses=accesses,
                  cpu_s=cpu, majflt=majflt, wall_s=wall, overlap_s=overlap,
                  work_mb=mbs.pop() if len(mbs) == 1 else None)
@@ -190,6 +195,20 @@ def _load_psi(rep: Repeat, rdir: Path, diag: Diagnostics) -> None:
 
 def load(run: Run) -> list[Case2]:
     return [load_machine(run, m) for m in run.machines]
+
+
+def read_params(case: Case2) -> dict:
+    return read_json(case.machine.dir / "case2" / "params.json")
+
+
+def mem_available_mb(case: Case2) -> Optional[float]:
+    """MemAvailable right before case 2 started: case2/params.json ``mem_available_kb``,
+    else facts.json's (None when neither is usable)."""
+    pp = case.machine.dir / "case2" / "params.json"
+    kb = number(read_params(case), "mem_available_kb", pp, required=False)
+    if kb is not None and kb > 0:
+        return kb / 1024
+    return case.machine.mem_available_mb
 
 
 def work_mb(case: Case2, diag: Diagnostics) -> float:

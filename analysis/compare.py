@@ -3,8 +3,8 @@
 Columns (and keys of ``--json``):
 
 - ``machine``, ``memory_mb`` (facts.json, else the lab), ``mem_available_mb``
-  (facts ``mem_available_kb`` / 1024, read right before the case), ``work_mb``
-  (case2/params.json);
+  (``mem_available_kb`` / 1024 as read right before case 2 started: from
+  case2/params.json, else facts.json), ``work_mb`` (case2/params.json);
 - ``predicted_n``: Denning's working-set prediction, ``mem_available_mb / work_mb``
   (the N at which the processes' memory equals the available memory; null
   without ``mem_available_kb``);
@@ -55,9 +55,10 @@ def machine_row(run: Run, case: c2.Case2) -> dict:
     samples = {n: [kn.Sample(r.throughput, r.majflt_per_s) for r in reps]
                for n, reps in case.repeats.items() if reps}
     knee = kn.find_knee(samples)
-    avail = m.mem_available_mb
+    avail = c2.mem_available_mb(case)
     if avail is None:
-        run.diag.warn(m.dir / "facts.json", "no usable 'mem_available_kb'; predicted_n left empty")
+        run.diag.warn(m.dir / "facts.json", "no usable 'mem_available_kb' (nor in case2/params.json); "
+                                            "predicted_n left empty")
     peak = max(knee.points, key=lambda p: p.throughput)
     at = knee.point(knee.n)
     return {

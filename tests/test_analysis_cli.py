@@ -436,3 +436,34 @@ def test_a_process_missing_from_the_profile_is_a_warning(tmp_path):
                         "profile columns left empty\n")
     assert "small,pair-B,work-2,1004,L,no,64,4000,16384,,,5065,0,,\n" in p.stdout
     assert "small,pair-B,total,,,,128,24000,32768,,,16765,0,,\n" in p.stdout
+
+
+def test_runner_details_timeouts_available_memory_and_fill(tmp_path):
+    """What the runner writes beyond the contract: timed_out, params mem_available_kb, work 'fill'."""
+    run = tmp_path / "run"
+    shutil.copytree(ROOT / F / "good", run)
+    rj = run / "small/case2/n-04/r-1/run.json"
+    obj = json.loads(rj.read_text())
+    obj.update(timed_out=True, killed=[1, 2, 3, 4])
+    rj.write_text(json.dumps(obj))
+    pp = run / "small/case2/params.json"
+    params = json.loads(pp.read_text())
+    params["mem_available_kb"] = 73728          # 72 MiB at the start of case 2: predicted 3.0
+    pp.write_text(json.dumps(params))
+    p = analysis("compare", run, "--no-plots", "--json")
+    assert p.returncode == 0
+    assert p.stderr == (f"analysis: warning: {rj}: the run timed out and its work processes were stopped; "
+                        "kept, their JSONs measure the part that ran\n")
+    small = json.loads(p.stdout)[0]
+    assert (small["mem_available_mb"], small["predicted_n"], small["thrashing_n"]) == (72.0, 3.0, 3)
+    # case1 without 'fill' in params.json: each process's own 'fill' decides
+    c1 = run / "large/case1/params.json"
+    c1.write_text(json.dumps({k: v for k, v in json.loads(c1.read_text()).items() if k != "fill"}))
+    w = run / "large/case1/pair-B/work-2.json"
+    obj = json.loads(w.read_text())
+    obj["fill"] = False
+    w.write_text(json.dumps(obj))
+    p = analysis("case1", run, "--no-plots", "--format", "csv")
+    assert p.returncode == 0 and p.stderr == ""
+    assert "large,pair-B,work-1,1103,R,yes,64,20000,16384,16414,0,16534,0,11550,16384\n" in p.stdout
+    assert "large,pair-B,work-2,1104,L,no,64,4000,16384,16414,0,16534,0,,\n" in p.stdout
