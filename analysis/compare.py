@@ -44,7 +44,7 @@ COLUMNS = [
     Column("throughput_at_n", "throughput_at_n*", kind="si", digits=0),
     Column("majflt_per_s_at_n", "majflt/s_at_n*", kind="float", digits=1),
     Column("repeats_thrashing_at_n", "votes_at_n*"),
-    Column("n_values", "sweep"),
+    Column("n_values", "sweep", kind="ranges"),
 ]
 JSON_EXTRA = ("baseline_throughput", "fault_threshold_per_s", "anomalies", "notes")
 

@@ -106,9 +106,10 @@ def build(run: Run, out_dir: Path) -> str:
             status = f"{status}: {entry['error']}"
         mrows.append((colour, [name, status, facts.get("kernel"), facts.get("memory_mb"), kb("mem_total_kb"),
                                kb("mem_available_kb"), facts.get("swap_mb", kb("swap_total_kb")),
-                               facts.get("cpus"), facts.get("accelerator"), facts.get("hostname")]))
+                               facts.get("cpus"), facts.get("accelerator"), facts.get("swappiness"),
+                               facts.get("transparent_hugepage"), facts.get("hostname")]))
     heads = ["machine", "status", "kernel", "RAM (MiB)", "MemTotal (MiB)", "MemAvailable (MiB)",
-             "swap (MiB)", "vCPUs", "accelerator", "hostname"]
+             "swap (MiB)", "vCPUs", "accelerator", "swappiness", "THP", "hostname"]
     t = ["<table>", "<tr>" + "".join(f"<th>{h}</th>" for h in heads) + "</tr>"]
     for colour, vals in mrows:
         cells = [f'<td><span class="swatch" style="background:{colour}"></span>{_e(vals[0])}</td>']

@@ -22,7 +22,7 @@ FORMATS = ("text", "csv", "markdown")
 class Column:
     key: str
     header: Optional[str] = None
-    kind: str = "str"          # str | int | float | si (a count or rate shown with k/M/G)
+    kind: str = "str"          # str | int | float | si (a count or rate shown with k/M/G) | ranges
     digits: int = 1            # decimals of float columns (text and machine formats)
     human: bool = True         # shown in text and Markdown (machine formats show every column)
 
@@ -64,9 +64,25 @@ def human(col: Column, v: Any) -> str:
         return str(int(v))
     if col.kind == "float":
         return f"{float(v):.{col.digits}f}"
+    if col.kind == "ranges":
+        return ranges(v)
     if isinstance(v, (list, tuple)):
         return ",".join(str(x) for x in v)
     return str(v)
+
+
+def ranges(values) -> str:
+    """Integers as runs: [1, 2, 3, 5, 7, 8, 9] -> "1-3,5,7-9"."""
+    out: list[str] = []
+    vals = sorted(int(x) for x in values)
+    i = 0
+    while i < len(vals):
+        j = i
+        while j + 1 < len(vals) and vals[j + 1] == vals[j] + 1:
+            j += 1
+        out.append(str(vals[i]) if j == i else f"{vals[i]}-{vals[j]}" if j > i + 1 else f"{vals[i]},{vals[j]}")
+        i = j + 1
+    return ",".join(out)
 
 
 def machine(col: Column, v: Any) -> Any:

@@ -32,9 +32,9 @@ def check(args, stdout, stderr="", rc=0):
 
 COMPARE_TEXT = """\
 machine  memory_mb  avail_mb  work_mb  predicted_n  thrashing_n  peak_throughput  peak_n  throughput_at_n*  majflt/s_at_n*  votes_at_n*  sweep
--------  ---------  --------  -------  -----------  -----------  ---------------  ------  ----------------  --------------  -----------  -------
-small          256      60.0     24.0         2.50            3            10.2M       2             8.25k           725.0  2/2          1,2,3,4
-large          512     200.0     24.0         8.33            -            14.0M       3                 -               -  -            1,2,3,4
+-------  ---------  --------  -------  -----------  -----------  ---------------  ------  ----------------  --------------  -----------  -----
+small          256      60.0     24.0         2.50            3            10.2M       2             8.25k           725.0  2/2          1-4
+large          512     200.0     24.0         8.33            -            14.0M       3                 -               -  -            1-4
 
 N*: the smallest N whose major-fault rate is far above the in-memory runs' and whose throughput fell
   below half of the smaller N's median; null: no knee in the sweep (the rule: python -m analysis
@@ -50,8 +50,8 @@ large,512,200.0,24.0,8.33,,14000000,3,,,,"1,2,3,4"
 COMPARE_MARKDOWN = """\
 | machine | memory_mb | avail_mb | work_mb | predicted_n | thrashing_n | peak_throughput | peak_n | throughput_at_n* | majflt/s_at_n* | votes_at_n* | sweep |
 |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|
-| small | 256 | 60.0 | 24.0 | 2.50 | 3 | 10.2M | 2 | 8.25k | 725.0 | 2/2 | 1,2,3,4 |
-| large | 512 | 200.0 | 24.0 | 8.33 | - | 14.0M | 3 | - | - | - | 1,2,3,4 |
+| small | 256 | 60.0 | 24.0 | 2.50 | 3 | 10.2M | 2 | 8.25k | 725.0 | 2/2 | 1-4 |
+| large | 512 | 200.0 | 24.0 | 8.33 | - | 14.0M | 3 | - | - | - | 1-4 |
 
 - N*: the smallest N whose major-fault rate is far above the in-memory runs' and whose throughput fell below half of the smaller N's median; null: no knee in the sweep (the rule: python -m analysis compare --help).
 """
@@ -194,9 +194,9 @@ analysis: warning: tests/fixtures/results/warnings/large/case2/n-03/r-1/run.json
 
 WARNINGS_COMPARE_TEXT = """\
 machine  memory_mb  avail_mb  work_mb  predicted_n  thrashing_n  peak_throughput  peak_n  throughput_at_n*  majflt/s_at_n*  votes_at_n*  sweep
--------  ---------  --------  -------  -----------  -----------  ---------------  ------  ----------------  --------------  -----------  -------
-small          256      60.0     24.0         2.50            3            12.3M       2             8.25k           725.0  2/2          1,2,3,4
-large          512     200.0     24.0         8.33            -            13.8M       3                 -               -  -            1,2,3,4
+-------  ---------  --------  -------  -----------  -----------  ---------------  ------  ----------------  --------------  -----------  -----
+small          256      60.0     24.0         2.50            3            12.3M       2             8.25k           725.0  2/2          1-4
+large          512     200.0     24.0         8.33            -            13.8M       3                 -               -  -            1-4
 
 N*: the smallest N whose major-fault rate is far above the in-memory runs' and whose throughput fell
   below half of the smaller N's median; null: no knee in the sweep (the rule: python -m analysis

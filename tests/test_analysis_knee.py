@@ -164,3 +164,10 @@ def test_rule_text_is_the_documented_one():
     assert "(a) paging:   F > max(50/s, 20 x F0)" in RULE
     assert "(b) collapse: T < 0.5 x T0" in RULE
     assert "at least half of its repeats" in RULE
+
+
+def test_sweep_shown_as_ranges():
+    from analysis.tables import ranges
+    assert ranges([1, 2, 3, 5, 7, 8, 9]) == "1-3,5,7-9"
+    assert ranges([4, 1, 2]) == "1,2,4"
+    assert ranges([1, 2, 4, 6, 8]) == "1,2,4,6,8"
