@@ -42,7 +42,8 @@ options:
   state_dir:
     description:
       - Where the testbeds keep their state.
-      - When unset, E(THRASHLAB_STATE_DIR), else C(.thrashlab) at the repository root.
+      - When unset, E(THRASHLAB_STATE_DIR), else C(.thrashlab) at the repository root
+        (the same rule as C(localvm)). A relative O(state_dir) is taken from the repository root.
     type: str
   vagrant_timeout:
     description: Seconds to wait for C(vagrant ssh-config).
@@ -77,8 +78,8 @@ if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
 from thrashlab.lab import LabError, load_lab  # noqa: E402  (needs REPO_ROOT on sys.path)
+from thrashlab.paths import state_root  # noqa: E402
 
-STATE_DIR_ENV = "THRASHLAB_STATE_DIR"
 GROUP = "lab"
 START_HINT = "start a testbed first: `python -m localvm up` (local QEMU VMs) or `vagrant up`"
 # The Vagrantfile tags each line it pins with this comment plus the machine name.
@@ -143,8 +144,11 @@ class InventoryModule(BaseInventoryPlugin, Constructable):
         except LabError as e:
             raise AnsibleParserError("thrashlab inventory: bad lab file: %s" % e)
 
-        state_dir = self.get_option("state_dir") or os.environ.get(STATE_DIR_ENV) or os.path.join(REPO_ROOT, ".thrashlab")
-        state_dir = os.path.abspath(os.path.join(REPO_ROOT, os.path.expanduser(state_dir)))
+        state_dir = self.get_option("state_dir")
+        if state_dir:
+            state_dir = os.path.abspath(os.path.join(REPO_ROOT, os.path.expanduser(state_dir)))
+        else:
+            state_dir = str(state_root())  # $THRASHLAB_STATE_DIR or <repo>/.thrashlab, as localvm
 
         self.inventory.add_group(GROUP)
         lab_group = self.inventory.add_group(_group_name(lab.name))

@@ -1,13 +1,18 @@
 #!/usr/bin/python3
 # Unpacks and builds the source trees of a tar on the machine, each only when
-# its sources (or the running kernel, or its make arguments) changed.
+# its sources (or the running kernel, or its make arguments) changed. Its
+# action plugin (action_plugins/thrashlab_build.py) packs the tar on the
+# controller and passes it in archive_b64.
 from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: thrashlab_build
-short_description: Build the source trees of a tar with make, only when they changed
+short_description: Copy source trees to the machine and build them with make, only when they changed
 description:
-  - For each tree of O(trees) (a top-level directory of the tar O(archive)), computes a digest
+  - The action plugin packs the directories O(trees) of O(src) on the controller into a
+    reproducible tar (sorted, no time stamps, owner root, mode 0644 or 0755), leaving out what
+    matches O(exclude), and sends it with the module's arguments.
+  - For each tree, the module computes a digest
     of its files in the tar, its make arguments and the running kernel (C(uname -r)). When the
     digest differs from the one recorded by the last successful build in
     C(<dest>/<tree>/.thrashlab-build), or a product is missing, the tree is unpacked afresh into
@@ -15,10 +20,21 @@ description:
     products are there, so a failed build is retried on the next run.
   - Supports check mode (reports which trees would be built).
 options:
-  archive:
-    description: The tar on the machine (written by the role from thrashlab_pack's output).
+  src:
+    description: Directory on the controller that holds the trees (action plugin).
     type: path
     required: true
+  exclude:
+    description:
+      - Shell patterns of files and directories to leave out (action plugin). A pattern
+        without C(/) is matched against each file and directory name, one with C(/) against
+        the path inside the tar (C(workloads/work)).
+    type: list
+    elements: str
+    default: []
+  archive_b64:
+    description: The tar, base64-encoded; set by the action plugin, not by tasks.
+    type: str
   dest:
     description: Directory that receives one subdirectory per tree.
     type: path
@@ -61,7 +77,9 @@ output:
   returned: always
 """
 
+import base64
 import hashlib
+import io
 import os
 import shutil
 import tarfile
@@ -71,9 +89,13 @@ from ansible.module_utils.basic import AnsibleModule
 STAMP = ".thrashlab-build"
 
 
+def open_tar(archive):
+    return tarfile.open(fileobj=io.BytesIO(archive), mode="r:")
+
+
 def tree_digests(archive, names, kernel, make_args):
     hashes = {name: hashlib.sha256() for name in names}
-    with tarfile.open(archive) as tar:
+    with open_tar(archive) as tar:
         for member in tar.getmembers():
             top = member.name.split("/", 1)[0]
             if top not in hashes or not member.isfile():
@@ -89,7 +111,7 @@ def tree_digests(archive, names, kernel, make_args):
 
 
 def unpack(archive, name, target):
-    with tarfile.open(archive) as tar:
+    with open_tar(archive) as tar:
         members = [m for m in tar.getmembers() if m.name.split("/", 1)[0] == name]
         for m in members:
             parts = m.name.split("/")
@@ -110,7 +132,10 @@ def unpack(archive, name, target):
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            archive=dict(type="path", required=True),
+            # src and exclude are for the action plugin, which sends archive_b64
+            src=dict(type="path"),
+            exclude=dict(type="list", elements="str", default=[]),
+            archive_b64=dict(type="str", no_log=True),
             dest=dict(type="path", required=True),
             trees=dict(type="list", elements="dict", required=True, options=dict(
                 name=dict(type="str", required=True),
@@ -120,14 +145,18 @@ def main():
         ),
         supports_check_mode=True,
     )
-    archive, dest = module.params["archive"], module.params["dest"]
+    dest = module.params["dest"]
     trees = module.params["trees"]
     kernel = os.uname().release
+    if not module.params["archive_b64"]:
+        module.fail_json(msg="no sources received: thrashlab_build's action plugin (the role's "
+                             "action_plugins/) must pack them")
     try:
+        archive = base64.b64decode(module.params["archive_b64"], validate=True)
         digests = tree_digests(archive, [t["name"] for t in trees], kernel,
                                {t["name"]: t["make_args"] for t in trees})
-    except (OSError, tarfile.TarError) as e:
-        module.fail_json(msg="cannot read %s: %s" % (archive, e))
+    except (ValueError, tarfile.TarError) as e:
+        module.fail_json(msg="the sources sent by the controller are not a tar: %s" % e)
 
     built, output = [], {}
     for tree in trees:
@@ -150,9 +179,9 @@ def main():
         try:
             unpack(archive, name, target)
         except (OSError, ValueError, tarfile.TarError) as e:
-            module.fail_json(msg="cannot unpack %s from %s: %s" % (name, archive, e), built=built)
+            module.fail_json(msg="cannot unpack %s into %s: %s" % (name, target, e), built=built)
         if not os.listdir(target):
-            module.fail_json(msg="%s has no directory %s/" % (archive, name), built=built)
+            module.fail_json(msg="the sources have no directory %s/" % name, built=built)
         argv = ["make", "-C", target] + tree["make_args"]
         rc, out, err = module.run_command(argv)
         output[name] = (out + err)[-4000:]
