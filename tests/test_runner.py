@@ -1,0 +1,452 @@
+"""The guest-side runner (runner/thrashlab_runner.py) on the host: its pure parts,
+and whole case steps against a fake /proc and fake `work`/`monitor` programs.
+
+The fakes follow the interface of workloads/ (kmod/README.md, issue 3):
+`work MB MODE ACCESSES [ITER] [--seconds S] [--barrier PATH N]` prints one JSON
+line at exit; `monitor -o FILE --until-idle` keeps the device open and exits
+once the processes it saw registered are gone. Nothing here needs root or
+touches the host's kernel settings (drop_caches goes to the fake /proc).
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+RUNNER = REPO / "runner" / "thrashlab_runner.py"
+sys.path.insert(0, str(REPO / "runner"))
+
+import thrashlab_runner as tr  # noqa: E402
+
+MEMINFO = """MemTotal:         215000 kB
+MemFree:           90000 kB
+MemAvailable:     153600 kB
+Buffers:            2000 kB
+SwapTotal:        524284 kB
+SwapFree:         524284 kB
+HugePages_Total:       0
+"""
+VMSTAT = "nr_free_pages 22000\npgfault 1000\npgmajfault 10\npswpin 5\npswpout 7\noom_kill 0\n"
+PSI = ("some avg10=1.50 avg60=0.20 avg300=0.05 total=123456\n"
+       "full avg10=0.75 avg60=0.10 avg300=0.01 total=65432\n")
+
+
+# ---------------------------------------------------------------------------- pure parts
+
+def test_parsers():
+    m = tr.parse_meminfo(MEMINFO)
+    assert m["MemAvailable"] == 153600 and m["SwapTotal"] == 524284 and m["HugePages_Total"] == 0
+    v = tr.parse_vmstat(VMSTAT)
+    assert v["pswpout"] == 7 and v["oom_kill"] == 0
+    p = tr.parse_psi(PSI)
+    assert p["some"] == {"avg10": 1.5, "avg60": 0.2, "avg300": 0.05, "total": 123456}
+    assert p["full"]["total"] == 65432
+    assert tr.psi_row(1.23456, p) == "1.235,1.50,0.75,123456,65432"
+    # a kernel without "full" for memory (old) still gives a row of the right width
+    assert tr.psi_row(0, tr.parse_psi("some avg10=0.00 avg60=0.00 avg300=0.00 total=1\n")) == "0.000,0.00,,1,"
+    assert tr.vmstat_delta({"a": 1}, {"a": 5}, "a") == 4
+    assert tr.vmstat_delta({}, {"a": 5}, "a") is None
+
+
+def test_overlap():
+    w = [{"start_mono_ns": 10_000_000_000, "end_mono_ns": 22_000_000_000},
+         {"start_mono_ns": 11_500_000_000, "end_mono_ns": 23_000_000_000}]
+    assert tr.overlap_s(w) == 10.5
+    # never overlapped
+    assert tr.overlap_s([{"start_mono_ns": 0, "end_mono_ns": 5}, {"start_mono_ns": 10, "end_mono_ns": 20}]) == 0
+    # a missing JSON or timestamp: unknown, not a made-up number
+    assert tr.overlap_s([w[0], None]) is None
+    assert tr.overlap_s([w[0], {"start_mono_ns": 1}]) is None
+    assert tr.overlap_s([]) is None
+
+
+def test_parse_work_output():
+    text = 'registered\n{"accesses": 5, "seconds": 1.0}\n{"broken": \n'
+    assert tr.parse_work_output(text) == {"accesses": 5, "seconds": 1.0}
+    assert tr.parse_work_output("no json here\n") is None
+    assert tr.parse_work_output('[1, 2]\n') is None
+
+
+def test_exit_code():
+    assert tr.exit_code(0) == 0 and tr.exit_code(3) == 3
+    assert tr.exit_code(-9) == 137 and tr.exit_code(None) is None
+
+
+@pytest.mark.parametrize("mem, expected", [(192, 20), (256, 36), (320, 52), (512, 96), (1024, 224), (4096, 992)])
+def test_plan_work_mb(mem, expected):
+    assert tr.plan_work_mb(mem) == expected
+
+
+def test_plan_n_values_default_lab():
+    # the default lab as measured: ~150 MiB available on the 256 MiB VM, ~400 on the 512 MiB one
+    small = tr.plan_n_values(150, 512, 36)
+    large = tr.plan_n_values(400, 512, 36)
+    assert small["n_values"] == [1, 3, 4, 5, 6, 8, 9]
+    assert large["n_values"] == [1, 6, 11, 12, 13, 18, 22]
+    for plan, avail in ((small, 150), (large, 400)):
+        ns = plan["n_values"]
+        k = plan["first_n_past_available"]
+        assert (k - 1) * 36 <= avail < k * 36
+        assert {k - 1, k, k + 1} <= set(ns)          # steps of 1 around the knee
+        assert max(ns) * 36 <= avail + 0.8 * 512     # no OOM
+        assert max(ns) >= 1.8 * plan["predicted_n"]  # about twice the prediction
+        assert not plan["warnings"]
+
+
+@pytest.mark.parametrize("avail, swap, work, points", [
+    (89, 512, 20, 7), (212, 512, 20, 7), (335, 512, 20, 6), (900, 2048, 224, 7), (3900, 2048, 224, 8),
+    (150, 512, 36, 3), (150, 512, 36, 12), (30, 512, 36, 7), (150, 0, 36, 7), (36, 512, 36, 7)])
+def test_plan_n_values_properties(avail, swap, work, points):
+    plan = tr.plan_n_values(avail, swap, work, points=points)
+    ns = plan["n_values"]
+    assert ns == sorted(set(ns)) and ns[0] == 1
+    assert len(ns) <= points
+    assert max(ns) <= max(1, plan["n_cap"]) or max(ns) == 1
+    if plan["n_cap"] >= plan["first_n_past_available"] + 1 and points >= 4:
+        assert plan["first_n_past_available"] in ns
+
+
+def test_plan_n_values_small_swap_warns():
+    plan = tr.plan_n_values(150, 0, 36)
+    assert plan["n_values"][-1] == 4          # 4 x 36 <= 150: nothing past the available memory fits
+    assert plan["warnings"] and "swap too small" in plan["warnings"][0]
+
+
+def test_plan_case1_mb():
+    assert tr.plan_case1_mb(150) == 40
+    assert tr.plan_case1_mb(400) == 120
+    assert tr.plan_case1_mb(3000) == 896
+    assert tr.plan_case1_mb(3500) == 1024   # the course's size once it fits
+    assert tr.plan_case1_mb(10) == 8
+
+
+def test_work_specs_and_n_values():
+    assert tr.parse_work_spec("auto R 50000", 40, 20) == {"mb": 40, "mode": "R", "accesses_per_iteration": 50000,
+                                                        "iterations": 20}
+    assert tr.parse_work_spec("1024 L 10000 5", 40, 20)["iterations"] == 5
+    assert tr.parse_work_spec("64 R 100", None, None)["iterations"] is None
+    for bad in ("R 100", "x R 100", "64 X 100", "64 R 0", "64 R 1 2 3", "auto R 10"):
+        with pytest.raises(tr.RunnerError):
+            tr.parse_work_spec(bad, None if bad.startswith("auto") else 40, None)
+    assert tr.parse_n_values("1, 2,4 8") == [1, 2, 4, 8]
+    assert tr.parse_n_values("[1,3]") == [1, 3]
+    for bad in ("", "1,0", "1,1", "a"):
+        with pytest.raises(tr.RunnerError):
+            tr.parse_n_values(bad)
+
+
+def test_case2_order():
+    assert tr.case2_points([4, 1], 2) == [{"n": 1, "repeat": 1}, {"n": 4, "repeat": 1},
+                                          {"n": 1, "repeat": 2}, {"n": 4, "repeat": 2}]
+    assert tr.point_dir_name(4, 1) == "n-04/r-1"
+
+
+def test_atomic_write_and_remove_tree(tmp_path):
+    p = tmp_path / "d" / "f.json"
+    tr.atomic_json(str(p), {"a": 1})
+    assert json.loads(p.read_text()) == {"a": 1}
+    assert sorted(os.listdir(p.parent)) == ["f.json"]      # no temporary left
+    assert oct(p.stat().st_mode & 0o777) == "0o644"
+    tr.remove_tree(str(tmp_path / "d"))
+    assert os.listdir(tmp_path) == []
+
+
+# ---------------------------------------------------------------------------- fakes
+
+FAKE_WORK = textwrap.dedent(r'''
+    #!/usr/bin/env python3
+    # fake `work`: registers in $FAKE_PFPROF/reg, optional barrier, prints one JSON line
+    import json, os, sys, time, signal
+    args = sys.argv[1:]
+    opts = {}
+    pos = []
+    i = 0
+    while i < len(args):
+        if args[i] == "--seconds":
+            opts["seconds"] = float(args[i + 1]); i += 2
+        elif args[i] == "--barrier":
+            opts["barrier"] = (args[i + 1], int(args[i + 2])); i += 3
+        else:
+            pos.append(args[i]); i += 1
+    mb, mode, acc = int(pos[0]), pos[1], int(pos[2])
+    behaviour = os.environ.get("FAKE_WORK", "ok")
+    if behaviour == "badargs":
+        print("work: bad arguments", file=sys.stderr); sys.exit(2)
+    reg = os.path.join(os.environ["FAKE_PFPROF"], "reg", str(os.getpid()))
+    open(reg, "w").close()
+    def bye(*_):
+        os.unlink(reg); sys.exit(143)
+    signal.signal(signal.SIGTERM, bye)
+    t_fill = time.monotonic()
+    if "barrier" in opts:
+        path, n = opts["barrier"]
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.write(fd, b"x"); os.close(fd)
+        while os.path.getsize(path) < n:
+            time.sleep(0.01)
+    fill_s = time.monotonic() - t_fill
+    if behaviour == "hang":
+        time.sleep(3600)
+    if behaviour == "die" and os.environ.get("FAKE_DIE_PID_FILE"):
+        # the first process of the run kills itself (as the OOM killer would)
+        try:
+            fd = os.open(os.environ["FAKE_DIE_PID_FILE"], os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+            os.close(fd); os.unlink(reg); os.kill(os.getpid(), signal.SIGKILL)
+        except FileExistsError:
+            pass
+    start = time.monotonic_ns()
+    secs = opts.get("seconds", 0.3)
+    time.sleep(secs)
+    end = time.monotonic_ns()
+    os.unlink(reg)
+    print("some chatter")
+    print(json.dumps({"pid": os.getpid(), "mb": mb, "mode": mode, "accesses_per_iteration": acc,
+                      "accesses": 1000, "seconds": secs, "accesses_per_s": 1000 / secs,
+                      "fill_s": fill_s if "seconds" in opts else 0.0,
+                      "start_mono_ns": start, "end_mono_ns": end,
+                      "minflt": mb * 256, "majflt": 0, "utime_s": 0.1, "stime_s": 0.01}))
+''').lstrip()
+
+FAKE_MONITOR = textwrap.dedent(r'''
+    #!/usr/bin/env python3
+    # fake `monitor -o FILE --until-idle`: holds the device open, writes a header and
+    # one row per registered process seen, exits when they are all gone
+    import os, sys, time, signal
+    out = sys.argv[sys.argv.index("-o") + 1]
+    if os.environ.get("FAKE_MONITOR") == "fail":
+        print("monitor: cannot map /dev/pfprof: Device or resource busy", file=sys.stderr); sys.exit(1)
+    dev = open(os.environ["FAKE_DEVICE"], "rb")
+    regdir = os.path.join(os.environ["FAKE_PFPROF"], "reg")
+    stop = []
+    signal.signal(signal.SIGINT, lambda *a: stop.append(1))
+    signal.signal(signal.SIGTERM, lambda *a: stop.append(1))
+    seen = set()
+    with open(out, "w") as f:
+        f.write("ts_ns,jiffies,pid,minflt,majflt,cpu_ns,flags\n")
+        while not stop:
+            now = set(os.listdir(regdir))
+            for pid in now - seen:
+                f.write("%d,1,%s,1,0,1,2\n" % (time.monotonic_ns(), pid))
+            seen |= now
+            if seen and not now and "--until-idle" in sys.argv:
+                break
+            time.sleep(0.02)
+    print("monitor: 0 records dropped", file=sys.stderr)
+''').lstrip()
+
+
+@pytest.fixture
+def fake(tmp_path):
+    """A fake machine: /proc, /sys and /dev/pfprof under tmp_path, fake programs, env."""
+    proc = tmp_path / "proc"
+    for d in ("pressure", "pfprof/reg", "sys/vm"):
+        (proc / d).mkdir(parents=True)
+    (proc / "meminfo").write_text(MEMINFO)
+    (proc / "vmstat").write_text(VMSTAT)
+    (proc / "pressure" / "memory").write_text(PSI)
+    (proc / "pfprof" / "status").write_text("")
+    (proc / "pfprof" / "stats").write_text("ticks 0\n")
+    (proc / "sys" / "vm" / "swappiness").write_text("60\n")
+    sysr = tmp_path / "sys"
+    (sysr / "module" / "pfprof" / "parameters").mkdir(parents=True)
+    (sysr / "module" / "pfprof" / "parameters" / "interval_ms").write_text("50\n")
+    dev = tmp_path / "pfprof.dev"
+    dev.write_text("")
+    bindir = tmp_path / "opt" / "workloads"
+    bindir.mkdir(parents=True)
+    for name, text in (("work", FAKE_WORK), ("monitor", FAKE_MONITOR)):
+        (bindir / name).write_text(text)
+        (bindir / name).chmod(0o755)
+    results = tmp_path / "results"
+
+    class Fake:
+        root = tmp_path
+        env = {**os.environ, "FAKE_PFPROF": str(proc / "pfprof"), "FAKE_DEVICE": str(dev)}
+
+        def run(self, *args, env=None, check=True):
+            argv = [sys.executable, str(RUNNER), *args, "--results-dir", str(results),
+                    "--remote-dir", str(tmp_path / "opt"), "--proc-root", str(proc), "--sys-root", str(sysr),
+                    "--pfprof-device", str(dev), "--run-dir", str(tmp_path / "run"), "--settle-timeout", "4", "--swap-window", "0.1",
+                    "--monitor-grace", "3"]
+            p = subprocess.run(argv, env={**self.env, **(env or {})}, capture_output=True, text=True, timeout=120)
+            lines = [ln for ln in p.stdout.splitlines() if ln.startswith(tr.RESULT_MARK)]
+            assert lines, f"no RESULT line:\nstdout={p.stdout}\nstderr={p.stderr}"
+            result = json.loads(lines[-1][len(tr.RESULT_MARK):])
+            if check:
+                assert p.returncode == 0, f"exit {p.returncode}: {p.stderr}"
+            return p.returncode, result, p.stderr
+
+    f = Fake()
+    f.proc, f.results, f.dev = proc, results, dev
+    return f
+
+
+MACHINE = ["--machine", "small", "--memory-mb", "256", "--swap-mb", "512", "--cpus", "1", "--accelerator", "tcg"]
+
+
+def test_case2_end_to_end_with_fakes(fake):
+    rc, plan, err = fake.run("case2-start", "--run-id", "t1", *MACHINE, "--lab-min-memory-mb", "256",
+                             "--n-values", "1,3", "--repeats", "2", "--seconds", "0.3", "--timeout", "30")
+    assert plan["work_mb"] == 36 and plan["n_values"] == [1, 3]
+    assert plan["points"] == [{"n": 1, "repeat": 1}, {"n": 3, "repeat": 1}, {"n": 1, "repeat": 2},
+                              {"n": 3, "repeat": 2}]
+    for p in plan["points"]:
+        rc, res, err = fake.run("case2-point", "--run-id", "t1", "--n", str(p["n"]), "--repeat", str(p["repeat"]))
+        assert res["exit_codes"] == [0] * p["n"] and not res["timed_out"]
+    rc, res, err = fake.run("case-finish", "--run-id", "t1", "--case", "case2")
+    run = fake.results / "t1"
+    facts = json.loads((run / "facts.json").read_text())
+    assert facts["mem_available_kb"] == 153600 and facts["machine"] == "small" and facts["page_size"] > 0
+    assert facts["pfprof_params"] == {"interval_ms": 50} and facts["swappiness"] == 60
+    params = json.loads((run / "case2" / "params.json").read_text())
+    assert params["work_mb"] == 36 and params["n_values"] == [1, 3] and params["repeats"] == 2
+    assert params["variables"]["case2_work_mb"] == 36 and params["ended"]
+    assert (run / "case2" / "DONE").is_file()
+    pdir = run / "case2" / "n-03" / "r-2"
+    names = sorted(os.listdir(pdir))
+    for f in ("profile.csv", "work-1.json", "work-2.json", "work-3.json", "vmstat-before.txt", "vmstat-after.txt",
+              "psi-before.txt", "psi-after.txt", "meminfo-before.txt", "meminfo-after.txt", "psi-samples.csv",
+              "run.json"):
+        assert f in names, names
+    assert not [n for n in names if n.startswith(".")], names
+    rj = json.loads((pdir / "run.json").read_text())
+    for key in ("case", "n", "repeat", "work_mb", "mode", "accesses", "seconds", "wall_s", "overlap_s", "started",
+                "ended", "exit_codes", "oom_killed"):
+        assert key in rj, key
+    assert rj["n"] == 3 and rj["exit_codes"] == [0, 0, 0] and rj["oom_killed"] == 0
+    # the barrier made the timed phases start together
+    assert rj["overlap_s"] is not None and rj["overlap_s"] > 0.2
+    assert "--barrier" in rj["commands"]["work"][0] and rj["commands"]["work"][0].endswith(" 3")
+    w = json.loads((pdir / "work-2.json").read_text())
+    assert w["mb"] == 36 and w["accesses_per_iteration"] == 10000
+    prof = (pdir / "profile.csv").read_text().splitlines()
+    assert prof[0] == "ts_ns,jiffies,pid,minflt,majflt,cpu_ns,flags" and len(prof) == 4
+    samples = (pdir / "psi-samples.csv").read_text().splitlines()
+    assert samples[0] == tr.PSI_HEADER and len(samples) >= 2
+    assert (fake.proc / "sys" / "vm" / "drop_caches").read_text() == "3\n"
+    # nothing of the work processes' raw output or the barrier is left behind
+    assert not os.listdir(fake.root / "run")
+
+
+def test_case2_auto_plan(fake):
+    rc, plan, err = fake.run("case2-start", "--run-id", "t2", *MACHINE, "--lab-min-memory-mb", "256")
+    assert plan["work_mb"] == 36
+    assert plan["n_values"] == tr.plan_n_values(150, 512, 36)["n_values"]
+    assert plan["predicted_n"] == round(150 / 36, 3)
+    p = subprocess.run([sys.executable, str(RUNNER), "plan-case2", "--mem-available-mb", "400", "--swap-mb", "512",
+                        "--lab-min-memory-mb", "256"], capture_output=True, text=True, check=True)
+    plan = json.loads(p.stdout.splitlines()[-1][len(tr.RESULT_MARK):])
+    assert plan["n_values"] == [1, 6, 11, 12, 13, 18, 22] and plan["work_mb"] == 36
+
+
+def test_case2_timeout_is_recorded(fake):
+    fake.run("case2-start", "--run-id", "t3", *MACHINE, "--work-mb", "8", "--n-values", "2",
+             "--seconds", "0.2", "--timeout", "1.5")
+    t0 = time.monotonic()
+    rc, res, err = fake.run("case2-point", "--run-id", "t3", "--n", "2", "--repeat", "1", env={"FAKE_WORK": "hang"})
+    assert time.monotonic() - t0 < 30
+    assert res["timed_out"] is True
+    rj = json.loads((fake.results / "t3/case2/n-02/r-1/run.json").read_text())
+    assert rj["timed_out"] and rj["killed"] == [1, 2] and rj["exit_codes"] == [143, 143]
+    assert rj["missing_json"] == [1, 2] and rj["overlap_s"] is None
+    assert not list((fake.results / "t3/case2/n-02/r-1").glob("work-*.json"))
+    # the monitor stopped by itself once the killed processes were gone
+    assert rj["monitor"]["exit_code"] == 0
+
+
+def test_case2_one_process_killed(fake, tmp_path):
+    fake.run("case2-start", "--run-id", "t4", *MACHINE, "--work-mb", "8", "--n-values", "3",
+             "--seconds", "0.3", "--timeout", "20")
+    rc, res, err = fake.run("case2-point", "--run-id", "t4", "--n", "3", "--repeat", "1",
+                            env={"FAKE_WORK": "die", "FAKE_DIE_PID_FILE": str(tmp_path / "died")})
+    assert sorted(res["exit_codes"]) == [0, 0, 137]
+    rj = json.loads((fake.results / "t4/case2/n-03/r-1/run.json").read_text())
+    assert len(rj["missing_json"]) == 1 and rj["overlap_s"] is None
+
+
+def test_errors_are_clear(fake):
+    # pfprof not loaded
+    (fake.proc / "pfprof" / "status").unlink()
+    rc, res, err = fake.run("case2-start", "--run-id", "t5", *MACHINE, "--work-mb", "8", check=False)
+    assert rc == 1 and "pfprof is not loaded" in res["error"] and "setup.yml" in res["error"]
+    (fake.proc / "pfprof" / "status").write_text("")
+    # a point before the start
+    rc, res, err = fake.run("case2-point", "--run-id", "t6", "--n", "1", "--repeat", "1", check=False)
+    assert rc == 1 and "params.json is missing" in res["error"]
+    # every work fails at once: an error, with the run kept for diagnosis
+    fake.run("case2-start", "--run-id", "t7", *MACHINE, "--work-mb", "8", "--n-values", "2")
+    rc, res, err = fake.run("case2-point", "--run-id", "t7", "--n", "2", "--repeat", "1", check=False,
+                            env={"FAKE_WORK": "badargs"})
+    assert rc == 1 and "every work process failed" in res["error"]
+    assert "bad arguments" in (fake.results / "t7/case2/n-02/r-1/work-1.log").read_text()
+    # finish refuses an incomplete case
+    fake.run("case2-start", "--run-id", "t8", *MACHINE, "--work-mb", "8", "--n-values", "1,2", "--seconds", "0.2")
+    fake.run("case2-point", "--run-id", "t8", "--n", "1", "--repeat", "1", "--settle-timeout", "2")
+    rc, res, err = fake.run("case-finish", "--run-id", "t8", "--case", "case2", check=False)
+    assert rc == 1 and "incomplete" in res["error"] and "n-02/r-1" in res["error"]
+    assert not (fake.results / "t8/case2/DONE").exists()
+    # the monitor cannot start
+    rc, res, err = fake.run("case2-point", "--run-id", "t8", "--n", "2", "--repeat", "1", check=False,
+                            env={"FAKE_MONITOR": "fail"})
+    assert rc == 1 and "monitor exited at start" in res["error"] and "resource busy" in res["error"]
+    assert not (fake.results / "t8/case2/n-02/r-1").exists()
+    # bad values
+    rc, res, err = fake.run("case2-start", "--run-id", "t9", *MACHINE, "--work-mb", "8", "--repeats", "0",
+                            check=False)
+    assert rc == 1 and "case2_repeats" in res["error"]
+    rc, res, err = fake.run("case2-start", "--run-id", "../x", *MACHINE, check=False)
+    assert rc == 1 and "bad run id" in res["error"]
+
+
+def test_interrupted_point_leaves_nothing_complete(fake):
+    fake.run("case2-start", "--run-id", "ti", *MACHINE, "--work-mb", "8", "--n-values", "2",
+             "--seconds", "30", "--timeout", "60")
+    argv = [sys.executable, str(RUNNER), "case2-point", "--run-id", "ti", "--n", "2", "--repeat", "1",
+            "--results-dir", str(fake.results), "--remote-dir", str(fake.root / "opt"),
+            "--proc-root", str(fake.proc), "--sys-root", str(fake.root / "sys"),
+            "--pfprof-device", str(fake.dev), "--run-dir", str(fake.root / "run"), "--settle-timeout", "4"]
+    p = subprocess.Popen(argv, env=fake.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    reg = fake.proc / "pfprof" / "reg"
+    deadline = time.monotonic() + 30
+    while len(os.listdir(reg)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(os.listdir(reg)) == 2
+    p.terminate()
+    out, err = p.communicate(timeout=30)
+    assert p.returncode == 1 and "interrupted" in out
+    case2 = fake.results / "ti" / "case2"
+    assert not (case2 / "n-02" / "r-1").exists()
+    assert [n for n in os.listdir(case2 / "n-02")] == [".r-1.partial"]
+    # no work process was left running
+    assert tr.processes_of([str(fake.root / "opt" / "workloads" / "work")]) == []
+
+
+def test_case1_with_fakes(fake):
+    rc, plan, err = fake.run("case1-start", "--run-id", "c1", *MACHINE, "--pair", "A=auto R 50000,auto R 10000",
+                             "--pair", "B=auto R 50000,auto L 10000", "--iterations", "3")
+    assert plan["work_mb"] == 40 and plan["pairs"] == ["A", "B"]
+    for pair in plan["pairs"]:
+        rc, res, err = fake.run("case1-pair", "--run-id", "c1", "--pair", pair)
+        assert res["exit_codes"] == [0, 0]
+    fake.run("case-finish", "--run-id", "c1", "--case", "case1")
+    run = fake.results / "c1" / "case1"
+    params = json.loads((run / "params.json").read_text())
+    assert params["pairs"] == {"pair-A": ["R 40 50000", "R 40 10000"], "pair-B": ["R 40 50000", "L 40 10000"]}
+    assert params["fill"] is False          # course mode: no --seconds, no fill
+    rj = json.loads((run / "pair-B" / "run.json").read_text())
+    assert rj["case"] == 1 and rj["pair"] == "pair-B" and rj["exit_codes"] == [0, 0]
+    assert rj["commands"]["work"][1].endswith("work 40 L 10000 3")
+    for f in ("profile.csv", "work-1.json", "work-2.json", "run.json"):
+        assert (run / "pair-A" / f).is_file()
+    rc, res, err = fake.run("case1-pair", "--run-id", "c1", "--pair", "C", check=False)
+    assert rc == 1 and "no pair-C" in res["error"]
+    # a pair too big for the machine is run, with a warning
+    rc, plan, err = fake.run("case1-start", "--run-id", "c2", *MACHINE, "--pair", "A=100 R 5,100 R 5")
+    assert plan["warnings"] and "will not fit" in plan["warnings"][0]
