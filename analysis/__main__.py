@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import textwrap
 
 from analysis import knee
 
@@ -57,26 +58,31 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("case1", formatter_class=argparse.RawDescriptionHelpFormatter,
                        help="Case Study 1: accumulated faults per process, totals vs the arithmetic",
-                       description="Case Study 1 per machine and pair: a figure of accumulated minor and "
-                                   "major faults vs time per process, and a table of totals beside "
-                                   "P(1-exp(-A/P)).", epilog=EPILOG)
+                       description=textwrap.fill(
+                           "Case Study 1 per machine and pair: a figure of accumulated minor and major "
+                           "faults vs time per process, and a table of totals beside P(1-exp(-A/P)) "
+                           "(see pydoc analysis.case1 for what the expectation means with the fill).", 78),
+                       epilog=EPILOG)
     _table_args(p)
     p.set_defaults(func=_dispatch("case1"))
 
     p = sub.add_parser("case2", formatter_class=argparse.RawDescriptionHelpFormatter,
                        help="Case Study 2: throughput, utilization, major faults, PSI per machine and N",
-                       description="Case Study 2 per machine and N, repeats aggregated (mean, min, max, sd): "
-                                   "throughput, CPU utilization, major-fault rate, PSI, overlap.",
+                       description=textwrap.fill(
+                           "Case Study 2 per machine and N, repeats aggregated (mean, min, max, sd; "
+                           "text shows a selection, csv and json every statistic): throughput, CPU "
+                           "utilization, major-fault rate, PSI, overlap (see pydoc analysis.case2).", 78),
                        epilog=EPILOG)
     _table_args(p)
     p.set_defaults(func=_dispatch("case2"))
 
     p = sub.add_parser("compare", formatter_class=argparse.RawDescriptionHelpFormatter,
                        help="the headline: thrashing point N* per machine beside the prediction",
-                       description="One row per machine: RAM, the thrashing point N*, the working-set "
-                                   "prediction (mem_available / work_mb), peak throughput; and a figure "
-                                   "of throughput and utilization vs N with the knees marked.\n\n"
-                                   "The thrashing point N*\n\n" + knee.RULE,
+                       description=textwrap.fill(
+                           "One row per machine: RAM, the thrashing point N*, the working-set prediction "
+                           "(mem_available / work_mb), peak throughput; and a figure of throughput and "
+                           "utilization vs N with the knees marked.", 78)
+                       + "\n\nThe thrashing point N*\n" + knee.RULE,
                        epilog=EPILOG)
     _table_args(p)
     p.set_defaults(func=_dispatch("compare"))

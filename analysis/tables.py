@@ -13,7 +13,7 @@ import json
 import math
 import textwrap
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 FORMATS = ("text", "csv", "markdown")
 
@@ -176,5 +176,3 @@ def render(rows: Sequence[dict], columns: Sequence[Column], fmt: str = "text",
         return body
     raise ValueError(f"unknown format {fmt!r} (choose from {', '.join(FORMATS)}, json)")
 
-
-Formatter = Callable[[Sequence[dict], str], str]
