@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "One row per machine: RAM, the thrashing point N*, the working-set prediction "
                            "(mem_available / work_mb), peak throughput; and a figure of throughput and "
                            "utilization vs N with the knees marked.", 78)
-                       + "\n\nThe thrashing point N*\n" + knee.RULE,
+                       + "\n\nThe thrashing point N*\n\n" + knee.RULE,
                        epilog=EPILOG)
     _table_args(p)
     p.set_defaults(func=_dispatch("compare"))

@@ -30,7 +30,8 @@ from analysis.errors import Diagnostics
 from analysis.load import Run
 from analysis.tables import Column, json_rows, render
 
-__doc__ += "\nThe thrashing point N* (analysis.knee)\n\n" + kn.RULE
+if __doc__:  # (None under python -OO)
+    __doc__ += "\nThe thrashing point N* (analysis.knee)\n\n" + kn.RULE
 
 COLUMNS = [
     Column("machine"),

@@ -2,7 +2,6 @@
 
 The rule (``python -m analysis compare --help`` prints this text)
 ----------------------------------------------------------------
-
 Input: for every N of the sweep, each valid repeat's throughput T (accesses/s
 summed over the N processes) and major-fault rate F (major faults of the N
 processes per second of the run's wall time).  Per N, T(N) and F(N) are the
@@ -44,7 +43,9 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Optional, Tuple, Union
 
-RULE = __doc__.split("----------------------------------------------------------------\n", 1)[1]
+_SEP = "----------------------------------------------------------------\n"
+RULE = (__doc__.split(_SEP, 1)[1] if __doc__ else
+        "(the rule is in analysis/knee.py: python -OO stripped the docstrings)\n")
 
 FAULT_FLOOR_PER_S = 50.0     # (a): never below this many major faults per second
 FAULT_FACTOR = 20.0          # (a): ... nor below this multiple of the baseline rate

@@ -175,4 +175,3 @@ def render(rows: Sequence[dict], columns: Sequence[Column], fmt: str = "text",
                                                  break_on_hyphens=False) + "\n" for n in notes)
         return body
     raise ValueError(f"unknown format {fmt!r} (choose from {', '.join(FORMATS)}, json)")
-
