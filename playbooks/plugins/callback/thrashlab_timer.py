@@ -1,7 +1,7 @@
 # A small timing callback for thrashlab (ansible-core only ships no timing
 # callback; ansible.posix's profile_tasks does more and needs the collection).
-# Enabled by ansible.cfg (callbacks_enabled = thrashlab_timer); turn it off for
-# one run with ANSIBLE_CALLBACKS_ENABLED= (empty).
+# Enabled by ansible.cfg (callbacks_enabled = thrashlab_timer); silenced for
+# one run with THRASHLAB_TIMER=0.
 from __future__ import annotations
 
 DOCUMENTATION = r"""
@@ -13,6 +13,12 @@ description:
   - At the end, the wall time of the run and its slowest tasks (a task's time runs from its
     start to the start of the next one, across all hosts).
 options:
+  enabled:
+    description: Print anything at all.
+    type: bool
+    default: true
+    env:
+      - name: THRASHLAB_TIMER
   slowest:
     description: How many of the slowest tasks to list at the end (0 lists none).
     type: int
@@ -57,7 +63,8 @@ class CallbackModule(CallbackBase):
         now = self._close_current()
         label = task.get_name().strip()
         self._current = (label, now)
-        self._display.display("elapsed %s" % _fmt(now - self._start), color="bright gray")
+        if self.get_option("enabled"):
+            self._display.display("elapsed %s" % _fmt(now - self._start), color="bright gray")
 
     def v2_playbook_on_task_start(self, task, is_conditional):
         self._task_start(task)
@@ -67,6 +74,8 @@ class CallbackModule(CallbackBase):
 
     def v2_playbook_on_stats(self, stats):
         now = self._close_current()
+        if not self.get_option("enabled"):
+            return
         slowest = self.get_option("slowest")
         if slowest and self._durations:
             self._display.banner("SLOWEST TASKS")
