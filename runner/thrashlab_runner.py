@@ -63,6 +63,7 @@ import time
 RUNNER_VERSION = 1
 DEFAULT_RESULTS_DIR = "/var/lib/thrashlab/results"
 DEFAULT_REMOTE_DIR = "/opt/thrashlab"
+TIMEOUT_EXIT = 124           # exit code recorded for a process stopped at the run's timeout
 RESULT_MARK = "THRASHLAB-RESULT "
 SUMMARY_MARK = "THRASHLAB-SUMMARY "
 PSI_HEADER = "t_s,some_avg10,full_avg10,some_total_us,full_total_us"
@@ -783,12 +784,16 @@ def execute_run(machine: Machine, spec: RunSpec, out: str) -> dict:
 
     vm_after = machine.vmstat()
     snapshot("after")
-    codes = [exit_code(p.returncode) for p in procs]
+    raw_codes = [exit_code(p.returncode) for p in procs]
+    # A process the runner had to stop at the timeout did not finish its run, whatever
+    # it exited with (work exits 0 after SIGTERM, with "interrupted": true): 124, as
+    # timeout(1) says; the real codes are in exit_codes_raw.
+    codes = [TIMEOUT_EXIT if (i + 1) in killed else c for i, c in enumerate(raw_codes)]
     info.update({
         "started": started, "ended": ended,
         "wall_s": round(t_end - t0, 3),
         "overlap_s": overlap_s(works),
-        "exit_codes": codes,
+        "exit_codes": codes, "exit_codes_raw": raw_codes,
         "oom_killed": max(0, vmstat_delta(vm_before, vm_after, "oom_kill") or 0),
         "timed_out": timed_out, "killed": killed, "missing_json": missing,
         "timeout_s": spec.timeout,
@@ -961,9 +966,31 @@ def cmd_case2_start(ctx: Ctx) -> dict:
             "warnings": plan["warnings"], "variables": variables}
 
 
+def earlier_failure(ctx: Ctx, case: str) -> None:
+    """A step of this case failed before: the case cannot complete, so the later
+    steps stop at once (one quick error each) instead of running for nothing."""
+    text = read_text(os.path.join(ctx.case_dir(case), "FAILED"))
+    if text is not None:
+        try:
+            err = json.loads(text).get("error", text.strip())
+        except ValueError:
+            err = text.strip()
+        raise RunnerError("an earlier step of %s failed (%s); not running this one" % (case, err))
+
+
+def record_failure(ctx: Ctx, case: str, step: str, error: str) -> None:
+    d = ctx.case_dir(case)
+    if os.path.isdir(d) and not os.path.exists(os.path.join(d, "FAILED")):
+        try:
+            atomic_json(os.path.join(d, "FAILED"), {"step": step, "error": error, "at": utc_now()})
+        except OSError:
+            pass
+
+
 def cmd_case2_point(ctx: Ctx) -> dict:
     a = ctx.args
     params = ctx.read_params("case2")
+    earlier_failure(ctx, "case2")
     n, r = a.n, a.repeat
     if n < 1 or r < 1:
         raise RunnerError("--n and --repeat must be at least 1")
@@ -1057,9 +1084,11 @@ def cmd_case1_start(ctx: Ctx) -> dict:
         "case": 1, "run_id": a.run_id, "machine": a.machine, "work_mb": work_mb,
         "pairs": {name: ["%s %d %d" % (p["mode"], p["mb"], p["accesses_per_iteration"]) for p in procs]
                   for name, procs in pairs.items()},
-        "processes": pairs, "iterations": iterations, "extra_work_args": extra, "timeout_s": timeout,
+        "processes": pairs, "iterations": iterations, "fill": a.fill, "extra_work_args": extra,
+        "timeout_s": timeout,
         "mem_available_kb": facts["mem_available_kb"],
         "variables": {"case1_work_mb": work_mb, "case1_iterations": iterations, "case1_timeout": timeout,
+                      "case1_fill": a.fill,
                       "case1_pairs": {name: specs for name, specs in raw_pairs.items()},
                       "case1_extra_work_args": extra},
         "work_bin": ctx.work_bin, "monitor_bin": ctx.monitor_bin, "psi_interval_s": a.psi_interval,
@@ -1078,6 +1107,7 @@ def cmd_case1_start(ctx: Ctx) -> dict:
 def cmd_case1_pair(ctx: Ctx) -> dict:
     a = ctx.args
     params = ctx.read_params("case1")
+    earlier_failure(ctx, "case1")
     name = "pair-%s" % a.pair_name
     procs = params["processes"].get(name)
     if procs is None:
@@ -1092,6 +1122,8 @@ def cmd_case1_pair(ctx: Ctx) -> dict:
         argv = [ctx.work_bin, str(p["mb"]), p["mode"], str(p["accesses_per_iteration"])]
         if p.get("iterations"):
             argv.append(str(p["iterations"]))
+        if not params.get("fill", False):
+            argv.append("--no-fill")
         works.append(argv + list(params.get("extra_work_args") or []))
     spec = RunSpec(works, timeout=float(params["timeout_s"]),
                    psi_interval=float(params.get("psi_interval_s", a.psi_interval)),
@@ -1123,6 +1155,7 @@ def cmd_case1_pair(ctx: Ctx) -> dict:
 def cmd_case_finish(ctx: Ctx) -> dict:
     case = ctx.args.case
     params = ctx.read_params(case)
+    earlier_failure(ctx, case)
     d = ctx.case_dir(case)
     if case == "case2":
         expected = [point_dir_name(n, r) for n, r in params["order"]]
@@ -1132,18 +1165,6 @@ def cmd_case_finish(ctx: Ctx) -> dict:
     if missing:
         raise RunnerError("%s is incomplete: no %s" % (d, ", ".join(missing)))
     params["ended"] = utc_now()
-    if case == "case1":
-        # Whether the work processes filled their memory first (the analysis's
-        # expectation depends on it): from their own JSON.
-        fills = []
-        for e in expected:
-            for name in sorted(os.listdir(os.path.join(d, e))):
-                if re.match(r"^work-\d+\.json$", name):
-                    w = parse_work_output(read_text(os.path.join(d, e, name), "") or "")
-                    if w and isinstance(w.get("fill_s"), (int, float)):
-                        fills.append(w["fill_s"] > 0)
-        if fills and all(f == fills[0] for f in fills):
-            params["fill"] = fills[0]
     atomic_json(os.path.join(d, "params.json"), params)
     done = {"case": case, "run_id": ctx.args.run_id, "completed": params["ended"], "runs": expected,
             "runner_version": RUNNER_VERSION}
@@ -1258,6 +1279,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pair", action="append", metavar="NAME=SPEC,SPEC",
                    help="a pair: NAME=MB MODE ACCESSES[ ITERATIONS],... (MB may be auto)")
     p.add_argument("--iterations", help="iterations of each work (default: work's own)")
+    p.add_argument("--fill", action="store_true",
+                   help="let work first-touch its region before the iterations (default: the course's "
+                        "behaviour, --no-fill: first touches show in the profile)")
     p.add_argument("--work-arg", action="append", help="extra argument for every work process")
     p.add_argument("--timeout", default="180", help="bound of one pair (s)")
 
@@ -1269,6 +1293,10 @@ def build_parser() -> argparse.ArgumentParser:
     common(p)
     p.add_argument("--case", choices=("case1", "case2"), required=True)
     return ap
+
+
+# The case whose FAILED marker a failing step writes (the steps after it then stop at once).
+STEP_CASE = {"case2-point": "case2", "case1-pair": "case1"}
 
 
 def _on_signal(signum, frame):
@@ -1289,6 +1317,7 @@ def main(argv=None) -> int:
     os.umask(0o022)
     for s in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
         signal.signal(s, _on_signal)
+    ctx = None
     handlers = {"facts": cmd_facts, "case2-start": cmd_case2_start, "case2-point": cmd_case2_point,
                 "case1-start": cmd_case1_start, "case1-pair": cmd_case1_pair, "case-finish": cmd_case_finish}
     try:
@@ -1297,16 +1326,18 @@ def main(argv=None) -> int:
             result["summary"] = "N = %s (predicted %.1f)" % (result["n_values"], result["predicted_n"])
         else:
             protect_self()
-            result = handlers[args.cmd](Ctx(args))
-    except (RunnerError, Interrupted) as e:
-        log("error: %s" % e)
-        print(RESULT_MARK + json.dumps({"error": str(e)}), flush=True)
-        return 1
-    except OSError as e:
-        msg = "%s: %s" % (getattr(e, "filename", None) or "I/O error", e.strerror or e)
-        if e.errno == errno.ENOSPC:
-            msg += " (the disk is full)"
+            ctx = Ctx(args)
+            result = handlers[args.cmd](ctx)
+    except (RunnerError, Interrupted, OSError) as e:
+        if isinstance(e, OSError):
+            msg = "%s: %s" % (getattr(e, "filename", None) or "I/O error", e.strerror or e)
+            if e.errno == errno.ENOSPC:
+                msg += " (the disk is full)"
+        else:
+            msg = str(e)
         log("error: %s" % msg)
+        if ctx is not None and args.cmd in STEP_CASE and not msg.startswith("an earlier step"):
+            record_failure(ctx, STEP_CASE[args.cmd], args.cmd, msg)
         print(RESULT_MARK + json.dumps({"error": msg}), flush=True)
         return 1
     summary = result.pop("summary", "") if isinstance(result, dict) else ""

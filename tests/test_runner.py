@@ -173,6 +173,8 @@ FAKE_WORK = textwrap.dedent(r'''
             opts["seconds"] = float(args[i + 1]); i += 2
         elif args[i] == "--barrier":
             opts["barrier"] = (args[i + 1], int(args[i + 2])); i += 3
+        elif args[i] == "--no-fill":
+            opts["no_fill"] = True; i += 1
         else:
             pos.append(args[i]); i += 1
     mb, mode, acc = int(pos[0]), pos[1], int(pos[2])
@@ -182,7 +184,10 @@ FAKE_WORK = textwrap.dedent(r'''
     reg = os.path.join(os.environ["FAKE_PFPROF"], "reg", str(os.getpid()))
     open(reg, "w").close()
     def bye(*_):
-        os.unlink(reg); sys.exit(143)
+        # like work: SIGTERM ends the run early, JSON with "interrupted": true, exit 0
+        os.unlink(reg)
+        print(json.dumps({"pid": os.getpid(), "mb": mb, "accesses": 0, "interrupted": True}))
+        sys.exit(0)
     signal.signal(signal.SIGTERM, bye)
     t_fill = time.monotonic()
     if "barrier" in opts:
@@ -354,9 +359,10 @@ def test_case2_timeout_is_recorded(fake):
     assert time.monotonic() - t0 < 30
     assert res["timed_out"] is True
     rj = json.loads((fake.results / "t3/case2/n-02/r-1/run.json").read_text())
-    assert rj["timed_out"] and rj["killed"] == [1, 2] and rj["exit_codes"] == [143, 143]
-    assert rj["missing_json"] == [1, 2] and rj["overlap_s"] is None
-    assert not list((fake.results / "t3/case2/n-02/r-1").glob("work-*.json"))
+    # stopped at the timeout: 124 whatever they exited with (work exits 0 after SIGTERM)
+    assert rj["timed_out"] and rj["killed"] == [1, 2] and rj["exit_codes"] == [124, 124]
+    assert rj["exit_codes_raw"] == [0, 0] and rj["overlap_s"] is None
+    assert json.loads((fake.results / "t3/case2/n-02/r-1/work-1.json").read_text())["interrupted"] is True
     # the monitor stopped by itself once the killed processes were gone
     assert rj["monitor"]["exit_code"] == 0
 
@@ -397,6 +403,17 @@ def test_errors_are_clear(fake):
                             env={"FAKE_MONITOR": "fail"})
     assert rc == 1 and "monitor exited at start" in res["error"] and "resource busy" in res["error"]
     assert not (fake.results / "t8/case2/n-02/r-1").exists()
+    # ... after which the later steps of the case stop at once, saying why
+    assert "monitor exited at start" in json.loads((fake.results / "t8/case2/FAILED").read_text())["error"]
+    t0 = time.monotonic()
+    rc, res, err = fake.run("case2-point", "--run-id", "t8", "--n", "2", "--repeat", "1", check=False)
+    assert rc == 1 and res["error"].startswith("an earlier step of case2 failed (the monitor exited")
+    assert time.monotonic() - t0 < 5
+    rc, res, err = fake.run("case-finish", "--run-id", "t8", "--case", "case2", check=False)
+    assert rc == 1 and "an earlier step" in res["error"]
+    # a new start begins afresh
+    fake.run("case2-start", "--run-id", "t8", *MACHINE, "--work-mb", "8", "--n-values", "1", "--seconds", "0.2")
+    assert sorted(os.listdir(fake.results / "t8/case2")) == ["facts.json", "params.json"]
     # bad values
     rc, res, err = fake.run("case2-start", "--run-id", "t9", *MACHINE, "--work-mb", "8", "--repeats", "0",
                             check=False)
@@ -442,7 +459,7 @@ def test_case1_with_fakes(fake):
     assert params["fill"] is False          # course mode: no --seconds, no fill
     rj = json.loads((run / "pair-B" / "run.json").read_text())
     assert rj["case"] == 1 and rj["pair"] == "pair-B" and rj["exit_codes"] == [0, 0]
-    assert rj["commands"]["work"][1].endswith("work 40 L 10000 3")
+    assert rj["commands"]["work"][1].endswith("work 40 L 10000 3 --no-fill")
     for f in ("profile.csv", "work-1.json", "work-2.json", "run.json"):
         assert (run / "pair-A" / f).is_file()
     rc, res, err = fake.run("case1-pair", "--run-id", "c1", "--pair", "C", check=False)

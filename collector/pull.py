@@ -1,0 +1,485 @@
+"""``python -m collector pull``: a run's results home from every machine.
+
+For each machine (all in parallel, one thread each):
+  1. connect (paramiko, host key verified against the inventory's known_hosts);
+  2. list the run's files with their sha256 on the machine (``sha256sum``),
+     leaving out the runner's hidden, unfinished files;
+  3. check the run is complete there: facts.json, and a DONE marker in every
+     case directory (``--expect-case``: that case must be there);
+  4. download every file over SFTP into the staging directory
+     ``results/.partial-<run id>/<machine>/`` (each as ``.part``, renamed once
+     its sha256 matches the listing). Transient errors (connection refused or
+     reset, timeouts) are retried with exponential backoff; a checksum
+     mismatch lists that file again and downloads it again; a file that keeps
+     mismatching fails the machine, naming the file and both checksums.
+A failed machine's files are removed from the staging directory. Then
+manifest.json is written (docs/results-format.md), the staging directory is
+renamed to ``results/<run id>/`` in one step, and, when every machine
+succeeded (a complete run), ``results/latest`` (a relative symlink, replaced
+atomically) points at it. Remote data is never deleted.
+
+Exit status: 0 every machine collected; 1 some machine failed (the run still
+lands, with that machine marked failed and none of its files); 2 nothing to
+collect from (inventory, arguments, local I/O).
+"""
+from __future__ import annotations
+
+import datetime
+import fcntl
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from thrashlab.lab import REPO_ROOT
+from thrashlab.paths import results_root
+from thrashlab.progress import Progress
+
+from . import remote as rm
+from .inventory import Host
+
+COLLECTOR_VERSION = 1
+TEST_HOOK_ENV = "THRASHLAB_COLLECTOR_TEST_HOOK"
+CASES = ("case1", "case2")
+
+
+class CollectError(RuntimeError):
+    """Nothing can be collected (exit 2)."""
+
+
+class HostFailed(Exception):
+    pass
+
+
+@dataclass
+class HostResult:
+    name: str
+    status: str = "pending"
+    error: str | None = None
+    files: dict = field(default_factory=dict)
+    bytes: int = 0
+    seconds: float = 0.0
+    cases: list = field(default_factory=list)
+    facts: dict | None = None
+    parameters: dict = field(default_factory=dict)
+    times: dict = field(default_factory=dict)
+    retries: int = 0
+
+
+@dataclass
+class Options:
+    run_id: str | None = None
+    retries: int = 4
+    timeout: float = 30.0
+    expect_case: str | None = None
+    host_errors: dict = field(default_factory=dict)
+    results_dir: Path | None = None
+    backoff_base: float = 1.0
+
+
+def utc_now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def human_bytes(n: int) -> str:
+    for unit, div in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= div:
+            return f"{n / div:.1f} {unit}"
+    return f"{n} B"
+
+
+# ----------------------------------------------------------------------------- test hook
+
+class TestHook:
+    """A test hook, only when $THRASHLAB_COLLECTOR_TEST_HOOK is set (a JSON object
+    or list of them), to make failures happen at a chosen moment:
+      {"host": H, "file": REL, "remote": CMD}   run CMD on H before every download
+                                                attempt of REL (e.g. change the file)
+      {"host": H, "after_files": K, "local": CMD}  run CMD here, once, after H has
+                                                downloaded K files (e.g. kill its VM)
+    Never set in normal use; the collector says loudly when it is."""
+
+    def __init__(self, progress: Progress):
+        raw = os.environ.get(TEST_HOOK_ENV)
+        self.hooks = []
+        self._fired: set[int] = set()
+        self._lock = threading.Lock()
+        if raw:
+            data = json.loads(raw)
+            self.hooks = data if isinstance(data, list) else [data]
+            progress.say(f"TEST HOOK ACTIVE (${TEST_HOOK_ENV}): {raw}")
+
+    def before_download(self, remote: rm.Remote, host: str, rel: str) -> None:
+        for h in self.hooks:
+            if h.get("host") == host and h.get("file") == rel and h.get("remote"):
+                remote.run(h["remote"])
+
+    def after_file(self, host: str, count: int) -> None:
+        for i, h in enumerate(self.hooks):
+            if h.get("host") == host and h.get("after_files") == count and h.get("local"):
+                with self._lock:
+                    if i in self._fired:
+                        continue
+                    self._fired.add(i)
+                subprocess.run(h["local"], shell=True, check=False)
+
+
+# ----------------------------------------------------------------------------- one machine
+
+class HostPull:
+    def __init__(self, host: Host, run_id: str, staging: Path, opts: Options, progress: Progress, hook: TestHook):
+        self.host = host
+        self.run_id = run_id
+        self.dir = staging / host.name
+        self.opts = opts
+        self.progress = progress
+        self.hook = hook
+        self.remote = rm.Remote(host, opts.timeout)
+        self.result = HostResult(host.name)
+        self.run_dir = f"{host.results_dir.rstrip('/')}/{run_id}"
+
+    def say(self, msg: str) -> None:
+        self.progress.say(msg, self.host.name)
+
+    def retrying(self, what: str, func):
+        """``func()`` with up to opts.retries attempts on transient errors."""
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return func()
+            except rm.Permanent as e:
+                raise HostFailed(f"{what}: {e}") from None
+            except rm.Transient as e:
+                if attempt >= self.opts.retries:
+                    raise HostFailed(f"{what}: {e} (gave up after {attempt} attempts)") from None
+                pause = rm.backoff(attempt, self.opts.backoff_base)
+                self.result.retries += 1
+                self.say(f"{what}: {e}; retrying in {pause:.0f}s ({attempt}/{self.opts.retries})")
+                rm.sleep(pause)
+
+    def run(self) -> HostResult:
+        t0 = time.monotonic()
+        try:
+            if self.host.name in self.opts.host_errors:
+                raise HostFailed(f"the case playbook reported: {self.opts.host_errors[self.host.name]}")
+            self._pull()
+            self.result.status = "ok"
+        except HostFailed as e:
+            self.result.status = "failed"
+            self.result.error = str(e)
+            shutil.rmtree(self.dir, ignore_errors=True)
+            self.result.files = {}
+            self.say(f"FAILED: {e}")
+        except Exception as e:  # a bug or a local I/O error: this machine fails, the others go on
+            self.result.status = "failed"
+            self.result.error = f"{type(e).__name__}: {e}"
+            shutil.rmtree(self.dir, ignore_errors=True)
+            self.result.files = {}
+            self.say(f"FAILED: {self.result.error}")
+        finally:
+            self.remote.close()
+            self.result.seconds = time.monotonic() - t0
+        return self.result
+
+    def _list(self) -> dict | None:
+        rc, out, err = self.remote.run(rm.listing_command(self.run_dir))
+        if rc != 0:
+            raise rm.Transient(f"listing exited {rc}: {err.strip()[-300:]}")
+        return rm.parse_listing(out)
+
+    def _relist(self, rel: str) -> str:
+        path = f"{self.run_dir}/{rel}"
+        rc, out, err = self.remote.run(f"sha256sum -- {shlex.quote(path)}")
+        if rc != 0:
+            raise rm.Transient(f"sha256sum {rel} exited {rc}: {err.strip()[-300:]}")
+        return out.split()[0].lower()
+
+    def _cat(self, rel: str) -> str:
+        rc, out, _ = self.remote.run(f"cat -- {shlex.quote(self.run_dir + '/' + rel)}")
+        return out if rc == 0 else ""
+
+    def _check_complete(self, files: dict) -> None:
+        cases = sorted({p.split("/", 1)[0] for p in files if "/" in p and p.split("/", 1)[0] in CASES})
+        self.result.cases = cases
+        problems = []
+        if "facts.json" not in files:
+            problems.append("no facts.json")
+        if self.opts.expect_case and self.opts.expect_case not in cases:
+            problems.append(f"no {self.opts.expect_case}")
+        if not cases:
+            problems.append("no case study results")
+        for case in cases:
+            if f"{case}/DONE" not in files:
+                why = ""
+                if f"{case}/FAILED" in files:
+                    try:
+                        why = ": " + json.loads(self._cat(f"{case}/FAILED")).get("error", "")
+                    except ValueError:
+                        pass
+                problems.append(f"{case} did not finish on the machine (no {case}/DONE){why}")
+        if problems:
+            raise HostFailed(f"run {self.run_id} in {self.run_dir} is incomplete: " + "; ".join(problems))
+
+    def _pull(self) -> None:
+        self.retrying("connect", self.remote.connect)
+        files = self.retrying("list the run", self._list)
+        if files is None:
+            raise HostFailed(f"run {self.run_id} not found on the machine (no {self.run_dir})")
+        self._check_complete(files)
+        total = len(files)
+        self.say(f"{total} files to fetch ({', '.join(self.result.cases)})")
+        last_report = time.monotonic()
+        for i, rel in enumerate(sorted(files), start=1):
+            expected = files[rel]
+            mismatches = 0
+            attempts = 0
+            while True:
+                try:
+                    self.hook.before_download(self.remote, self.host.name, rel)
+                    size = self.remote.download(f"{self.run_dir}/{rel}", str(self.dir / rel), expected)
+                    break
+                except rm.ChecksumMismatch as e:
+                    mismatches += 1
+                    if mismatches >= self.opts.retries:
+                        raise HostFailed(f"{rel}: checksum mismatch {mismatches} times: listed {e.expected}, "
+                                         f"downloaded {e.got} (the file changes on the machine?)") from None
+                    self.result.retries += 1
+                    self.say(f"{rel}: checksum mismatch (listed {e.expected[:12]}, downloaded {e.got[:12]}); "
+                             f"listing it again ({mismatches}/{self.opts.retries})")
+                    expected = self.retrying(f"list {rel} again", lambda: self._relist(rel))
+                except rm.Transient as e:
+                    attempts += 1
+                    if attempts >= self.opts.retries:
+                        raise HostFailed(f"{rel}: {e} (gave up after {attempts} attempts)") from None
+                    pause = rm.backoff(attempts, self.opts.backoff_base)
+                    self.result.retries += 1
+                    self.say(f"{rel}: {e}; retrying in {pause:.0f}s ({attempts}/{self.opts.retries})")
+                    rm.sleep(pause)
+                except rm.Permanent as e:
+                    raise HostFailed(f"{rel}: {e}") from None
+            self.result.files[rel] = expected
+            self.result.bytes += size
+            self.hook.after_file(self.host.name, i)
+            if time.monotonic() - last_report > 5 and i < total:
+                self.say(f"{i}/{total} files ({human_bytes(self.result.bytes)})")
+                last_report = time.monotonic()
+        self._read_metadata()
+        self.say(f"ok: {total} files, {human_bytes(self.result.bytes)}")
+
+    def _read_metadata(self) -> None:
+        try:
+            self.result.facts = json.loads((self.dir / "facts.json").read_text())
+        except (OSError, ValueError) as e:
+            raise HostFailed(f"facts.json: unreadable ({e})") from None
+        for case in self.result.cases:
+            try:
+                params = json.loads((self.dir / case / "params.json").read_text())
+            except (OSError, ValueError) as e:
+                raise HostFailed(f"{case}/params.json: unreadable ({e})") from None
+            variables = params.get("variables") if isinstance(params.get("variables"), dict) else {}
+            self.result.parameters.update(variables)
+            self.result.times[case] = {"started": params.get("started"), "ended": params.get("ended")}
+
+
+# ----------------------------------------------------------------------------- the run
+
+def git_state(repo: Path = REPO_ROOT) -> tuple[str | None, bool | None]:
+    try:
+        rev = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=30)
+        if rev.returncode != 0:
+            return None, None
+        st = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+                            capture_output=True, text=True, timeout=60)
+        return rev.stdout.strip(), bool(st.stdout.strip()) if st.returncode == 0 else None
+    except (OSError, subprocess.TimeoutExpired):
+        return None, None
+
+
+def newest_run(hosts: list[Host], opts: Options, progress: Progress) -> str:
+    """The newest run id (by name: ids start with their UTC time) on any machine."""
+    found: dict[str, list[str]] = {}
+
+    def runs_of(host: Host) -> list[str]:
+        r = rm.Remote(host, opts.timeout)
+        try:
+            r.connect()
+            rc, out, _ = r.run(f"ls -1 -- {shlex.quote(host.results_dir)} 2>/dev/null")
+            return [ln.strip() for ln in out.splitlines() if ln.strip() and not ln.startswith(".")]
+        except (rm.Transient, rm.Permanent) as e:
+            progress.say(f"cannot list runs: {e}", host.name)
+            return []
+        finally:
+            r.close()
+
+    with ThreadPoolExecutor(max_workers=max(1, len(hosts))) as pool:
+        for host, runs in zip(hosts, pool.map(runs_of, hosts)):
+            found[host.name] = runs
+    all_runs = sorted({r for runs in found.values() for r in runs})
+    if not all_runs:
+        raise CollectError("no run found on any machine (" + ", ".join(
+            f"{h.name}:{h.results_dir}" for h in hosts) + "); give --run ID")
+    return all_runs[-1]
+
+
+def land(staging: Path, final: Path) -> None:
+    """Rename the staging directory to the run directory (an earlier copy of the
+    same run is replaced: moved aside first, removed after)."""
+    old = None
+    if final.exists() or final.is_symlink():
+        old = final.parent / f".old-{final.name}-{os.getpid()}"
+        os.rename(final, old)
+    os.rename(staging, final)
+    fd = os.open(final.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _complete_copy(final: Path) -> bool:
+    try:
+        return json.loads((final / "manifest.json").read_text()).get("complete") is True
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def point_latest(root: Path, run_id: str) -> None:
+    tmp = root / f".latest.tmp-{os.getpid()}"
+    if tmp.is_symlink() or tmp.exists():
+        tmp.unlink()
+    os.symlink(run_id, tmp)
+    os.replace(tmp, root / "latest")
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=1, sort_keys=False)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def build_manifest(run_id: str, lab: dict, hosts: list[Host], results: dict[str, HostResult], started: str,
+                   ended: str, opts: Options) -> dict:
+    rev, dirty = git_state()
+    ok = [results[h.name] for h in hosts if results[h.name].status == "ok"]
+    cases = sorted({c for r in ok for c in r.cases})
+    starts = [t["started"] for r in ok for t in r.times.values() if t.get("started")]
+    ends = [t["ended"] for r in ok for t in r.times.values() if t.get("ended")]
+    machines = {}
+    files = {}
+    for h in hosts:
+        r = results[h.name]
+        if r.status == "ok":
+            machines[h.name] = {"status": "ok", "facts": r.facts, "cases": r.cases, "files": len(r.files),
+                                "bytes": r.bytes, "collect_s": round(r.seconds, 1), "retries": r.retries}
+            for rel, digest in sorted(r.files.items()):
+                files[f"{h.name}/{rel}"] = digest
+        else:
+            machines[h.name] = {"status": "failed", "error": r.error, "collect_s": round(r.seconds, 1),
+                                "retries": r.retries}
+    return {
+        "run_id": run_id,
+        "case": "+".join(cases) if cases else (opts.expect_case or None),
+        "complete": all(results[h.name].status == "ok" for h in hosts),
+        "git_revision": rev, "git_dirty": dirty,
+        "started": min(starts) if starts else None,
+        "ended": max(ends) if ends else None,
+        "collected": {"started": started, "ended": ended, "collector_version": COLLECTOR_VERSION},
+        "lab": lab,
+        "parameters": {h.name: results[h.name].parameters for h in hosts if results[h.name].status == "ok"},
+        "machines": machines,
+        "connections": {h.name: {"address": h.address, "port": h.port, "user": h.user, "backend": h.backend,
+                                 "known_hosts": h.known_hosts, "results_dir": h.results_dir} for h in hosts},
+        "files": files,
+    }
+
+
+def status_table(hosts: list[Host], results: dict[str, HostResult]) -> str:
+    rows = [("machine", "status", "files", "size", "time", "retries", "error")]
+    for h in hosts:
+        r = results[h.name]
+        ok = r.status == "ok"
+        rows.append((h.name, "ok" if ok else "FAILED", str(len(r.files)) if ok else "-",
+                     human_bytes(r.bytes) if ok else "-", f"{r.seconds:.1f}s", str(r.retries), r.error or ""))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    lines = []
+    for row in rows:
+        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths)) + "  " + row[-1])
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def pull(hosts: list[Host], lab: dict, opts: Options, progress: Progress | None = None, out=None) -> int:
+    progress = progress or Progress()
+    out = out or __import__("sys").stdout
+    root = Path(opts.results_dir) if opts.results_dir else results_root()
+    root.mkdir(parents=True, exist_ok=True)
+    hook = TestHook(progress)
+    started = utc_now()
+    run_id = opts.run_id or newest_run(hosts, opts, progress)
+    if not opts.run_id:
+        progress.say(f"newest run on the machines: {run_id}")
+    if "/" in run_id or run_id.startswith(".") or not run_id:
+        raise CollectError(f"bad run id {run_id!r}")
+
+    lock_path = root / f".collect-{run_id}.lock"
+    lock = open(lock_path, "w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise CollectError(f"another collector is collecting run {run_id} (lock {lock_path})") from None
+    try:
+        staging = root / f".partial-{run_id}"
+        if staging.exists():
+            shutil.rmtree(staging)
+        staging.mkdir()
+        progress.say(f"collecting run {run_id} from {', '.join(h.name for h in hosts)} into {root / run_id}")
+        pulls = [HostPull(h, run_id, staging, opts, progress, hook) for h in hosts]
+        with ThreadPoolExecutor(max_workers=max(1, len(pulls))) as pool:
+            done = list(pool.map(lambda p: p.run(), pulls))
+        results = {r.name: r for r in done}
+        manifest = build_manifest(run_id, lab, hosts, results, started, utc_now(), opts)
+        write_json_atomic(staging / "manifest.json", manifest)
+        final = root / run_id
+        complete = manifest["complete"]
+        kept_earlier = False
+        if not complete and _complete_copy(final):
+            # A run collected complete before is never replaced by a worse copy.
+            shutil.rmtree(staging, ignore_errors=True)
+            kept_earlier = True
+        else:
+            land(staging, final)
+        if complete:
+            point_latest(root, run_id)
+    finally:
+        lock.close()
+        try:
+            lock_path.unlink()
+        except OSError:
+            pass
+
+    print(status_table(hosts, results), file=out)
+    print(f"run {run_id}: {final}", file=out)
+    if complete:
+        print(f"results/latest -> {run_id}", file=out)
+        return 0
+    failed = [h.name for h in hosts if results[h.name].status != "ok"]
+    if kept_earlier:
+        print(f"incomplete: {', '.join(failed)} failed; kept the complete copy collected before in {final}",
+              file=out)
+        return 1
+    print(f"incomplete: {', '.join(failed)} failed; results/latest NOT updated (it points at the newest "
+          f"complete run); analyse this one with `python -m analysis compare {final}`", file=out)
+    return 1
