@@ -306,3 +306,48 @@ def test_build_module_builds_only_what_changed(tmp_path, isolated_env):
     (src / "one" / "Makefile").write_text("a.out: input.txt\n\tcp input.txt a.out\n")
     proc, r = build()  # the failed build left no stamp: built again
     assert r["built"] == ["one"]
+
+
+def test_vagrant_host_key_pinning(tmp_path):
+    """The Vagrantfile's ThrashlabHostKeys with a stand-in for a Vagrant machine."""
+    ruby = shutil.which("ruby")
+    if not ruby:
+        pytest.skip("ruby is not installed (it comes with vagrant)")
+    source = (REPO / "Vagrantfile").read_text()
+    pinner = source[source.index("module ThrashlabHostKeys"):source.index("# Vagrant passes Ansible")]
+    known_hosts = tmp_path / "state" / "vagrant" / "known_hosts"
+    script = textwrap.dedent("""\
+        require "fileutils"
+        KNOWN_HOSTS = ARGV[0]
+        class FakeComm
+          def initialize(keys); @keys = keys; end
+          def execute(cmd)
+            raise "unexpected command #{cmd}" unless cmd.include?("ssh_host_")
+            yield :stdout, @keys
+          end
+        end
+        class FakeUI; def info(_msg); end; end
+        FakeMachine = Struct.new(:name, :ssh_info, :communicate, :ui)
+        def machine(name, host, port, keys)
+          FakeMachine.new(name.to_sym, { host: host, port: port }, FakeComm.new(keys), FakeUI.new)
+        end
+        """) + pinner + textwrap.dedent("""\
+        a = machine("small", "127.0.0.1", 2222, "ssh-ed25519 AAAA1 root@small\\necdsa-sha2-nistp256 BBBB1 root@small\\n")
+        b = machine("big", "192.0.2.20", 22, "ssh-ed25519 CCCC1 root@big\\n")
+        ThrashlabHostKeys.pin(a)
+        ThrashlabHostKeys.pin(b)
+        # recreated machine on the same port: new key replaces the old one
+        ThrashlabHostKeys.pin(machine("small", "127.0.0.1", 2222, "ssh-ed25519 AAAA2 root@small\\n"))
+        puts File.read(KNOWN_HOSTS)
+        puts "--"
+        ThrashlabHostKeys.unpin(b)
+        puts File.read(KNOWN_HOSTS)
+        """)
+    proc = subprocess.run([ruby, "-e", script, str(known_hosts)], text=True, capture_output=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    pinned, after_unpin = proc.stdout.split("--\n")
+    assert pinned.splitlines() == [
+        "192.0.2.20 ssh-ed25519 CCCC1 thrashlab-vagrant:big",
+        "[127.0.0.1]:2222 ssh-ed25519 AAAA2 thrashlab-vagrant:small",
+    ]
+    assert after_unpin.splitlines() == ["[127.0.0.1]:2222 ssh-ed25519 AAAA2 thrashlab-vagrant:small"]
