@@ -82,8 +82,6 @@ from thrashlab.paths import state_root  # noqa: E402
 
 GROUP = "lab"
 START_HINT = "start a testbed first: `python -m localvm up` (local QEMU VMs) or `vagrant up`"
-# The Vagrantfile tags each line it pins with this comment plus the machine name.
-VAGRANT_PIN_TAG = "thrashlab-vagrant:"
 
 
 def _group_name(lab_name):

@@ -136,6 +136,24 @@ def test_timer_callback_prints_timings(tmp_path, isolated_env):
     assert "SLOWEST TASKS" in proc.stdout and "Say hello" in proc.stdout
 
 
+@pytest.mark.parametrize("kind, name, path", [
+    ("module", "thrashlab_swapfile", ROLE / "library"),
+    ("module", "thrashlab_build", ROLE / "library"),
+    ("module", "thrashlab_kmod", ROLE / "library"),
+    ("callback", "thrashlab_timer", None),
+    ("inventory", "thrashlab", None),
+], ids=lambda v: v if isinstance(v, str) else "")
+def test_plugin_documentation_parses(kind, name, path, isolated_env):
+    """ansible-doc shows each of our plugins (their DOCUMENTATION is valid YAML with options)."""
+    cmd = [tool("ansible-doc", "pip install ansible-core"), "-t", kind, "--json", name]
+    if path is not None:
+        cmd[1:1] = ["-M", str(path)]
+    proc = run(cmd, isolated_env)
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)[name]["doc"]
+    assert doc["short_description"] and doc.get("options")
+
+
 # --- Vagrantfile -------------------------------------------------------------
 
 def vagrant_validate(env) -> subprocess.CompletedProcess:

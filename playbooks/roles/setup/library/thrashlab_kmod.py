@@ -10,9 +10,9 @@ description:
   - Loads O(path) with C(insmod) and the parameters O(params). What was loaded (the
     checksum of the file and the parameters) is recorded in C(/run/thrashlab/<name>.loaded),
     which a reboot clears together with the module.
-  - When the module is loaded but from another file or with other parameters (or by
+  - "When the module is loaded but from another file or with other parameters (or by
     someone else), it is unloaded with C(rmmod) and loaded again. A module in use (its
-    device open by a monitor, say) cannot be unloaded: that is an error that says so.
+    device open by a monitor, say) cannot be unloaded: that is an error that says so."
   - Then waits until every path of O(check_paths) exists (e.g. C(/proc/pfprof/status),
     C(/dev/pfprof)) and fails if one does not appear within O(timeout) seconds.
   - Supports check mode.

@@ -10,8 +10,8 @@ description:
     A file of another size, without a swap signature or with holes is turned off,
     recreated (fallocate, else dd), formatted (mkswap) and turned on.
   - With O(size_mb=0) the file is turned off, removed and dropped from /etc/fstab.
-  - The file is created inside the running machine: swapon refuses files with holes,
-    such as a zero-filled file in an image made by C(mkfs.ext4 -d).
+  - "The file is created inside the running machine: swapon refuses files with holes,
+    such as a zero-filled file in an image made by C(mkfs.ext4 -d)."
   - Supports check mode.
 options:
   path:
