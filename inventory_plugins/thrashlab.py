@@ -101,6 +101,19 @@ def _known_hosts_name(host, port):
     return host if int(port) == 22 else "[%s]:%s" % (host, port)
 
 
+def _pid_alive(pid):
+    """True unless pid is a number and no such process exists here."""
+    try:
+        os.kill(int(pid), 0)
+    except (TypeError, ValueError):
+        return True  # no pid recorded: nothing to say
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists, but not ours
+    return True
+
+
 def parse_ssh_config(text):
     """`vagrant ssh-config` output -> {host alias: {lower-case option: first value}}."""
     hosts = {}
@@ -191,7 +204,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable):
                 "thrashlab inventory: unreadable testbed state %s (%s: %s); run `python -m localvm down` "
                 "and `python -m localvm up` again" % (testbed_file, type(e).__name__, e))
         common_args = _ssh_common_args(known_hosts)
-        missing = []
+        missing, stopped = [], []
         for name in lab.names:
             self.inventory.set_variable(name, "thrashlab_backend", "localvm")
             self.inventory.set_variable(name, "thrashlab_accelerator", testbed.get("accelerator", "unknown"))
@@ -204,11 +217,17 @@ class InventoryModule(BaseInventoryPlugin, Constructable):
             self.inventory.set_variable(name, "ansible_user", vm.get("user", "root"))
             self.inventory.set_variable(name, "ansible_ssh_private_key_file", ssh_key)
             self.inventory.set_variable(name, "ansible_ssh_common_args", common_args)
+            if not _pid_alive(vm.get("pid")):
+                stopped.append("%s (pid %s)" % (name, vm.get("pid")))
         if missing:
             self.display.warning(
                 "thrashlab inventory: the local testbed of lab %r (%s) has no VM for %s: the lab file changed "
                 "after `python -m localvm up`; run `python -m localvm down` and `python -m localvm up` again."
                 % (lab.name, testbed_file, ", ".join(missing)))
+        if stopped:
+            self.display.warning(
+                "thrashlab inventory: VM(s) %s of lab %r are not running; `python -m localvm status` tells more, "
+                "`python -m localvm down` and `python -m localvm up` restart them." % (", ".join(stopped), lab.name))
 
     # -- (2) Vagrant ---------------------------------------------------------------------------
 

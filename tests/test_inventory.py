@@ -125,8 +125,8 @@ def hosts_of(data: dict, group: str) -> set:
 
 def test_local_testbed_gives_hosts_groups_and_ssh_settings(env):
     bed = env.write_testbed("invtest", {
-        "small": {"host": "127.0.0.1", "port": 40123, "user": "root", "pid": 1},
-        "big": {"host": "127.0.0.1", "port": 40124, "user": "root", "pid": 1},
+        "small": {"host": "127.0.0.1", "port": 40123, "user": "root", "pid": os.getpid()},
+        "big": {"host": "127.0.0.1", "port": 40124, "user": "root", "pid": os.getpid()},
     })
     data, stderr = env.listing()
     assert hosts_of(data, "lab") == {"small", "big"}
@@ -150,7 +150,7 @@ def test_local_testbed_gives_hosts_groups_and_ssh_settings(env):
     assert "StrictHostKeyChecking=yes" in args
     assert "IdentitiesOnly=yes" in args
     assert "StrictHostKeyChecking=no" not in small["ansible_ssh_common_args"]
-    assert "no testbed" not in stderr
+    assert "no testbed" not in stderr and "not running" not in stderr
 
 
 def test_group_vars_of_the_repository_apply(env):
@@ -172,6 +172,18 @@ def test_no_testbed_lists_hosts_without_connection_and_warns(env):
         assert key not in small
     flat = " ".join(stderr.split())
     assert "python -m localvm up" in flat and "vagrant up" in flat
+
+
+def test_testbed_with_a_dead_vm_warns(env):
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # its pid is now free
+    env.write_testbed("invtest", {"small": {"port": 40123, "pid": os.getpid()},
+                                  "big": {"port": 40124, "pid": dead.pid}})
+    data, stderr = env.listing()
+    assert data["_meta"]["hostvars"]["big"]["ansible_port"] == 40124
+    flat = " ".join(stderr.split())
+    assert f"big (pid {dead.pid})" in flat and "not running" in flat
+    assert "small (pid" not in flat
 
 
 def test_testbed_without_a_machine_of_the_lab_warns(env):
