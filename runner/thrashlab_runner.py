@@ -73,6 +73,7 @@ BOOT_OVERHEAD_MB = 100       # RAM a booted Debian guest does not have available
 CASE1_SHARE = 0.30           # each Case Study 1 process gets this share of MemAvailable
 CASE1_COURSE_MB = 1024       # the course's size, used when the machine has room for it
 
+RUNNER_STARTED = None        # UTC time this runner process started (set by main)
 RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 PAIR_RE = re.compile(r"^[A-Za-z0-9]{1,8}$")
 
@@ -272,8 +273,8 @@ def plan_work_mb(lab_min_memory_mb: int) -> int:
     return max(8, int(quarter // step) * step)
 
 
-def plan_n_values(avail_mb: float, swap_mb: float, work_mb: float, points: int = 7,
-                  max_factor: float = 2.0, swap_fraction: float = 0.8) -> dict:
+def plan_n_values(avail_mb: float, swap_mb: float, work_mb: float, points: int = 6,
+                  max_factor: float = 1.5, swap_fraction: float = 0.8) -> dict:
     """The N values of a Case Study 2 sweep: from 1 to about max_factor times the
     working-set prediction p = avail_mb / work_mb, at most ``points`` values,
     dense (steps of 1) around the first N that does not fit, capped so that
@@ -419,7 +420,8 @@ class Machine:
 
     def registered(self) -> list[str]:
         text = read_text(self.pfprof_status_path(), "") or ""
-        return [line for line in text.splitlines() if line.strip() and not line.startswith("#")]
+        # one line per registered process, its pid first (a header line may precede them)
+        return [line for line in text.splitlines() if line.split()[:1] and line.split()[0].isdigit()]
 
     def drop_caches(self) -> None:
         os.sync()
@@ -810,6 +812,16 @@ def execute_run(machine: Machine, spec: RunSpec, out: str) -> dict:
     throughputs = [w.get("accesses_per_s") for w in works if isinstance(w, dict)]
     if throughputs and all(isinstance(t, (int, float)) for t in throughputs) and not missing:
         info["accesses_per_s_sum"] = sum(throughputs)
+        # Past the available memory Linux does not slow every process alike: the
+        # processes that stay resident run at full speed while the others starve
+        # (measured: the sum hardly drops while the slowest process falls 100-1000x).
+        # The spread says so; starved = processes under 1% of the fastest one.
+        ordered = sorted(throughputs)
+        info["accesses_per_s_min"] = ordered[0]
+        info["accesses_per_s_median"] = ordered[len(ordered) // 2] if len(ordered) % 2 else \
+            (ordered[len(ordered) // 2 - 1] + ordered[len(ordered) // 2]) / 2
+        info["accesses_per_s_max"] = ordered[-1]
+        info["starved"] = sum(1 for t in ordered if t < 0.01 * ordered[-1])
     majs = [w.get("majflt") for w in works if isinstance(w, dict)]
     if majs and all(isinstance(m, int) for m in majs) and not missing:
         info["majflt_sum"] = sum(majs)
@@ -1020,6 +1032,7 @@ def cmd_case2_point(ctx: Ctx) -> dict:
     run.update({k: info[k] for k in ("wall_s", "overlap_s", "started", "ended", "exit_codes", "oom_killed")})
     run.update({k: v for k, v in info.items() if k not in run})
     run["settle"] = settle_info
+    run["runner_started"] = RUNNER_STARTED
     run["runner_version"] = RUNNER_VERSION
     atomic_json(os.path.join(tmp, "run.json"), run)
     commit_dir(tmp, final)
@@ -1033,6 +1046,8 @@ def cmd_case2_point(ctx: Ctx) -> dict:
         notes.append("OOM kills %d" % info["oom_killed"])
     if info["missing_json"]:
         notes.append("no JSON from work %s" % info["missing_json"])
+    if info.get("starved"):
+        notes.append("%d of %d starved (slowest %s/s)" % (info["starved"], n, _human(info["accesses_per_s_min"])))
     summary = "N=%d r=%d: %s accesses/s, %s major faults, wall %.1fs, overlap %s%s" % (
         n, r, _human(thr), _human(maj), info["wall_s"],
         ("%.1fs" % info["overlap_s"]) if info["overlap_s"] is not None else "n/a",
@@ -1133,6 +1148,7 @@ def cmd_case1_pair(ctx: Ctx) -> dict:
     run.update({k: info[k] for k in ("wall_s", "overlap_s", "started", "ended", "exit_codes", "oom_killed")})
     run.update({k: v for k, v in info.items() if k not in run})
     run["settle"] = settle_info
+    run["runner_started"] = RUNNER_STARTED
     run["runner_version"] = RUNNER_VERSION
     atomic_json(os.path.join(tmp, "run.json"), run)
     commit_dir(tmp, final)
@@ -1248,8 +1264,8 @@ def build_parser() -> argparse.ArgumentParser:
     def plan_opts(p):
         p.add_argument("--work-mb", default="auto", help="MiB per process, or auto")
         p.add_argument("--lab-min-memory-mb", type=int, help="RAM of the lab's smallest machine (for auto)")
-        p.add_argument("--points", type=int, default=7, help="number of N values when auto")
-        p.add_argument("--max-factor", type=float, default=2.0, help="largest N / predicted N, when auto")
+        p.add_argument("--points", type=int, default=6, help="number of N values when auto")
+        p.add_argument("--max-factor", type=float, default=1.5, help="largest N / predicted N, when auto")
         p.add_argument("--swap-fraction", type=float, default=0.8,
                        help="share of swap the largest N may use, when auto")
 
@@ -1313,6 +1329,9 @@ def protect_self() -> None:
 
 
 def main(argv=None) -> int:
+    global RUNNER_STARTED
+    RUNNER_STARTED = utc_now()
+    t_start = time.monotonic()
     args = build_parser().parse_args(argv)
     os.umask(0o022)
     for s in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
@@ -1341,6 +1360,8 @@ def main(argv=None) -> int:
         print(RESULT_MARK + json.dumps({"error": msg}), flush=True)
         return 1
     summary = result.pop("summary", "") if isinstance(result, dict) else ""
+    if isinstance(result, dict):
+        result["runner_s"] = round(time.monotonic() - t_start, 2)
     if summary:
         log(summary)
         print(SUMMARY_MARK + summary)

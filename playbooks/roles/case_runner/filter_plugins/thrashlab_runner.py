@@ -6,6 +6,9 @@
 # terminal; a login banner).
 from __future__ import annotations
 
+import base64
+import gzip
+import hashlib
 import json
 import time
 
@@ -79,6 +82,16 @@ def elapsed_since(t0):
     return "%d:%02d" % divmod(secs, 60)
 
 
+def file_payload(path):
+    """A local file as {"b64": gzip+base64 of its bytes, "sha256": its checksum},
+    to write it on a machine with one `raw` command (no Python module, one
+    round trip: each costs seconds under emulation)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    return {"b64": base64.b64encode(gzip.compress(data, 9, mtime=0)).decode(),
+            "sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+
+
 class FilterModule:
     def filters(self):
         return {
@@ -86,4 +99,5 @@ class FilterModule:
             "thrashlab_runner_summary": runner_summary,
             "thrashlab_runner_error": thrashlab_runner_error,
             "thrashlab_elapsed_since": elapsed_since,
+            "thrashlab_file_payload": file_payload,
         }
