@@ -43,7 +43,7 @@
 
 static unsigned int interval_ms = 50;
 module_param(interval_ms, uint, 0444);
-MODULE_PARM_DESC(interval_ms, "Sampling period in ms, 1-60000 (default 50)");
+MODULE_PARM_DESC(interval_ms, "Sampling period in ms, 1-60000, at least one jiffy (default 50)");
 
 static unsigned int buffer_pages = 128;
 module_param(buffer_pages, uint, 0444);
@@ -463,6 +463,7 @@ void pfprof_show_stats(struct seq_file *m)
 	seq_printf(m, "registered %u\n", pfprof_nr_procs);
 	seq_printf(m, "max_processes %u\n", max_processes);
 	seq_printf(m, "interval_ms %u\n", interval_ms);
+	seq_printf(m, "interval_ns %llu\n", interval_ns);
 	seq_printf(m, "buffer_pages %u\n", buffer_pages);
 	seq_printf(m, "hz %u\n", HZ);
 	mutex_unlock(&pfprof_lock);
@@ -479,7 +480,8 @@ static int __init pfprof_init(void)
 		       interval_ms, buffer_pages, max_processes);
 		return -EINVAL;
 	}
-	interval_ns = (u64)interval_ms * NSEC_PER_MSEC;
+	/* The timer counts in jiffies: a shorter period is one jiffy. */
+	interval_ns = max_t(u64, (u64)interval_ms * NSEC_PER_MSEC, TICK_NSEC);
 
 	err = pfprof_ring_init(buffer_pages, interval_ms);
 	if (err)

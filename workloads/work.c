@@ -386,24 +386,99 @@ static void sleep_ms(long ms)
 		;
 }
 
+/* What the JSON line reports, besides the options. */
+struct result {
+	pid_t pid;
+	bool registered, interrupted;
+	struct rusage ru_before, ru_after;	/* around the registration write */
+	struct rusage ru_start, ru_end;		/* timed phase; ru_end is at exit */
+	uint64_t fill_ns, barrier_ns, t0, t1, accesses;
+	long iterations;
+	size_t pages, page;
+};
+
+static size_t format_json(char *buf, size_t size, const struct options *o, const struct result *r)
+{
+	double secs = (double)(r->t1 - r->t0) / 1e9;
+	int n;
+
+	n = snprintf(buf, size,
+		"{\"pid\": %d, \"mb\": %ld, \"mode\": \"%c\", \"accesses_per_iteration\": %ld, "
+		"\"iterations\": %ld, \"iterations_requested\": %ld, "
+		"\"accesses\": %" PRIu64 ", \"seconds\": %.6f, \"accesses_per_s\": %.3f, "
+		"\"seconds_limit\": %.3f, \"fill\": %s, \"fill_s\": %.6f, \"barrier_wait_s\": %.6f, "
+		"\"start_mono_ns\": %" PRIu64 ", \"end_mono_ns\": %" PRIu64 ", "
+		"\"minflt\": %ld, \"majflt\": %ld, \"utime_s\": %.6f, \"stime_s\": %.6f, "
+		"\"minflt_timed\": %ld, \"majflt_timed\": %ld, "
+		"\"registered\": %s, \"minflt_before_register\": %ld, \"majflt_before_register\": %ld, "
+		"\"minflt_after_register\": %ld, \"majflt_after_register\": %ld, "
+		"\"cpu_before_register_s\": %.6f, "
+		"\"pages\": %zu, \"page_size\": %zu, \"seed\": %" PRIu64 ", \"locality\": %.3f, "
+		"\"window_pages\": %ld, \"sleep_ms\": %ld, \"interrupted\": %s}\n",
+		(int)r->pid, o->mb, o->mode, o->per_iteration, r->iterations, o->iterations,
+		r->accesses, secs, secs > 0 ? (double)r->accesses / secs : 0.0,
+		o->seconds, o->fill ? "true" : "false", (double)r->fill_ns / 1e9,
+		(double)r->barrier_ns / 1e9, r->t0, r->t1,
+		r->ru_end.ru_minflt, r->ru_end.ru_majflt,
+		tv_s(r->ru_end.ru_utime), tv_s(r->ru_end.ru_stime),
+		r->ru_end.ru_minflt - r->ru_start.ru_minflt, r->ru_end.ru_majflt - r->ru_start.ru_majflt,
+		r->registered ? "true" : "false", r->ru_before.ru_minflt, r->ru_before.ru_majflt,
+		r->ru_after.ru_minflt, r->ru_after.ru_majflt,
+		tv_s(r->ru_before.ru_utime) + tv_s(r->ru_before.ru_stime),
+		r->pages, r->page, o->seed, o->locality, o->window, o->sleep_ms,
+		r->interrupted ? "true" : "false");
+	return n < 0 ? 0 : (size_t)n < size ? (size_t)n : size - 1;
+}
+
+static int write_all(int fd, const char *buf, size_t len)
+{
+	while (len) {
+		ssize_t n = write(fd, buf, len);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -1;
+		buf += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+/* Wait for SIGUSR1, SIGTERM or SIGINT without losing one that came early. */
+static void hold(void)
+{
+	sigset_t block, old, wait;
+
+	sigemptyset(&block);
+	sigaddset(&block, SIGUSR1);
+	sigaddset(&block, SIGTERM);
+	sigaddset(&block, SIGINT);
+	sigprocmask(SIG_BLOCK, &block, &old);
+	if (!stop_signal) {
+		wait = old;
+		sigdelset(&wait, SIGUSR1);
+		sigdelset(&wait, SIGTERM);
+		sigdelset(&wait, SIGINT);
+		sigsuspend(&wait);
+	}
+	sigprocmask(SIG_SETMASK, &old, NULL);
+}
+
 int main(int argc, char **argv)
 {
-	static char outbuf[4096];	/* stdout buffer: printing allocates nothing */
+	static char json[4096];
 	struct options o;
-	struct rusage ru_before = { 0 }, ru_after = { 0 }, ru_start, ru_end;
+	struct result res = { 0 };
 	struct sigaction sa = { 0 };
-	sigset_t block, old;
 	volatile unsigned char *region;
-	size_t page, bytes, pages;
-	uint64_t rng, t_fill0, t_fill1, t0, t1, deadline = 0, accesses = 0, prev_page = 0;
-	uint64_t barrier_ns = 0, local_threshold;
-	long iter = 0;
-	bool registered = false, time_up = false;
-	pid_t pid = getpid();
+	size_t page, bytes, pages, len;
+	uint64_t rng, t_fill0, deadline = 0, prev_page = 0, local_threshold;
+	bool time_up = false;
 	int err;
 
 	parse_options(argc, argv, &o);
-	setvbuf(stdout, outbuf, _IOFBF, sizeof(outbuf));
+	memset(json, ' ', sizeof(json));	/* fault the buffer in now */
 
 	sa.sa_handler = on_stop;	/* no SA_RESTART: sleeps end early */
 	sigemptyset(&sa.sa_mask);
@@ -412,28 +487,28 @@ int main(int argc, char **argv)
 	sa.sa_handler = on_usr1;
 	sigaction(SIGUSR1, &sa, NULL);
 
-	page = (size_t)sysconf(_SC_PAGESIZE);
+	res.pid = getpid();
+	res.page = page = (size_t)sysconf(_SC_PAGESIZE);
 	bytes = (size_t)o.mb << 20;
-	pages = bytes / page;
-	rng = o.seed_given ? o.seed : splitmix64((uint64_t)pid << 32 ^ mono_ns());
+	res.pages = pages = bytes / page;
+	rng = o.seed_given ? o.seed : splitmix64((uint64_t)res.pid << 32 ^ mono_ns());
 	if (!o.seed_given)
 		o.seed = rng;
 	rng = splitmix64(rng) | 1;	/* xorshift state must not be 0 */
-	local_threshold = (uint64_t)(o.locality * 18446744073709551615.0);
-	if (o.locality >= 1.0)
-		local_threshold = UINT64_MAX;
+	local_threshold = o.locality >= 1.0 ? UINT64_MAX :
+			  (uint64_t)(o.locality * 18446744073709551615.0);
 
 	if (o.do_register) {
-		err = status_command_ru(o.status_path, 'R', pid, &ru_before, &ru_after);
+		err = status_command_ru(o.status_path, 'R', res.pid, &res.ru_before, &res.ru_after);
 		if (err) {
-			fprintf(stderr, "work: cannot register pid %d with %s: %s%s\n", (int)pid,
+			fprintf(stderr, "work: cannot register pid %d with %s: %s%s\n", (int)res.pid,
 				o.status_path, strerror(-err),
 				err == -ENOENT ? " (is pfprof loaded? --no-register runs without it)" : "");
 			return 1;
 		}
-		registered = true;
+		res.registered = true;
 		registered_status = o.status_path;
-		registered_pid = pid;
+		registered_pid = res.pid;
 		atexit(unregister_self);
 	}
 
@@ -449,21 +524,21 @@ int main(int argc, char **argv)
 	if (o.fill)
 		for (size_t p = 0; p < pages && !stop_signal; p++)
 			region[p * page] = 1;
-	t_fill1 = mono_ns();
+	res.fill_ns = mono_ns() - t_fill0;
 
 	if (o.barrier_path && !stop_signal) {
 		uint64_t b0 = mono_ns();
 
 		if (barrier_wait(o.barrier_path, o.barrier_n, o.barrier_timeout) < 0)
 			return EXIT_BARRIER_TIMEOUT;
-		barrier_ns = mono_ns() - b0;
+		res.barrier_ns = mono_ns() - b0;
 	}
 
-	getrusage(RUSAGE_SELF, &ru_start);
-	t0 = mono_ns();
+	getrusage(RUSAGE_SELF, &res.ru_start);
+	res.t0 = mono_ns();
 	if (o.seconds > 0)
-		deadline = t0 + (uint64_t)(o.seconds * 1e9);
-	while (!stop_signal && !time_up && (o.iterations < 0 || iter < o.iterations)) {
+		deadline = res.t0 + (uint64_t)(o.seconds * 1e9);
+	while (!stop_signal && !time_up && (o.iterations < 0 || res.iterations < o.iterations)) {
 		long i;
 
 		for (i = 0; i < o.per_iteration; i++) {
@@ -502,71 +577,36 @@ int main(int argc, char **argv)
 			 */
 			region[pg * page + (r & (page - 1))] = (unsigned char)r;
 			prev_page = pg;
-			accesses++;
+			res.accesses++;
 		}
 		if (i == o.per_iteration)
-			iter++;
+			res.iterations++;
 		if (deadline && mono_ns() >= deadline)
 			time_up = true;
 		if (o.sleep_ms > 0 && !stop_signal && !time_up &&
-		    (o.iterations < 0 || iter < o.iterations))
+		    (o.iterations < 0 || res.iterations < o.iterations))
 			sleep_ms(o.sleep_ms);
 	}
-	t1 = mono_ns();
-	getrusage(RUSAGE_SELF, &ru_end);
+	res.t1 = mono_ns();
+	res.interrupted = stop_signal != 0;
 
-	/* Unregister before printing: the module's last record closes the counts. */
+	/*
+	 * The counters at exit, with nothing faulting after they are read: format
+	 * the line once to fault in the code it runs, read the counters, then
+	 * unregister (the module's last sample) and format the line for real.
+	 * So the module's records sum exactly to minflt - minflt_after_register.
+	 */
+	getrusage(RUSAGE_SELF, &res.ru_end);
+	format_json(json, sizeof(json), &o, &res);
+	getrusage(RUSAGE_SELF, &res.ru_end);
 	if (!o.hold)
 		unregister_self();
-
-	{
-		double secs = (double)(t1 - t0) / 1e9;
-
-		printf("{\"pid\": %d, \"mb\": %ld, \"mode\": \"%c\", \"accesses_per_iteration\": %ld, "
-		       "\"iterations\": %ld, \"iterations_requested\": %ld, "
-		       "\"accesses\": %" PRIu64 ", \"seconds\": %.6f, \"accesses_per_s\": %.3f, "
-		       "\"seconds_limit\": %.3f, \"fill\": %s, \"fill_s\": %.6f, \"barrier_wait_s\": %.6f, "
-		       "\"start_mono_ns\": %" PRIu64 ", \"end_mono_ns\": %" PRIu64 ", "
-		       "\"minflt\": %ld, \"majflt\": %ld, \"utime_s\": %.6f, \"stime_s\": %.6f, "
-		       "\"minflt_timed\": %ld, \"majflt_timed\": %ld, "
-		       "\"registered\": %s, \"minflt_before_register\": %ld, \"majflt_before_register\": %ld, "
-		       "\"minflt_after_register\": %ld, \"majflt_after_register\": %ld, "
-		       "\"cpu_before_register_s\": %.6f, "
-		       "\"pages\": %zu, \"page_size\": %zu, \"seed\": %" PRIu64 ", \"locality\": %.3f, "
-		       "\"window_pages\": %ld, \"sleep_ms\": %ld, \"interrupted\": %s}\n",
-		       (int)pid, o.mb, o.mode, o.per_iteration, iter, o.iterations,
-		       accesses, secs, secs > 0 ? (double)accesses / secs : 0.0,
-		       o.seconds, o.fill ? "true" : "false", (double)(t_fill1 - t_fill0) / 1e9,
-		       (double)barrier_ns / 1e9, t0, t1,
-		       ru_end.ru_minflt, ru_end.ru_majflt, tv_s(ru_end.ru_utime), tv_s(ru_end.ru_stime),
-		       ru_end.ru_minflt - ru_start.ru_minflt, ru_end.ru_majflt - ru_start.ru_majflt,
-		       registered ? "true" : "false", ru_before.ru_minflt, ru_before.ru_majflt,
-		       ru_after.ru_minflt, ru_after.ru_majflt,
-		       tv_s(ru_before.ru_utime) + tv_s(ru_before.ru_stime),
-		       pages, page, o.seed, o.locality, o.window, o.sleep_ms,
-		       stop_signal ? "true" : "false");
-		if (fflush(stdout) != 0) {
-			perror("work: stdout");
-			return 1;
-		}
+	len = format_json(json, sizeof(json), &o, &res);
+	if (write_all(STDOUT_FILENO, json, len) < 0) {
+		perror("work: stdout");
+		return 1;
 	}
-
-	if (o.hold) {
-		/* Block the signals, test, then wait atomically: none is lost. */
-		sigemptyset(&block);
-		sigaddset(&block, SIGUSR1);
-		sigaddset(&block, SIGTERM);
-		sigaddset(&block, SIGINT);
-		sigprocmask(SIG_BLOCK, &block, &old);
-		if (!stop_signal) {
-			sigset_t wait = old;
-
-			sigdelset(&wait, SIGUSR1);
-			sigdelset(&wait, SIGTERM);
-			sigdelset(&wait, SIGINT);
-			sigsuspend(&wait);
-		}
-		sigprocmask(SIG_SETMASK, &old, NULL);
-	}
+	if (o.hold)
+		hold();	/* the counters stay as printed while a test compares them */
 	return 0;	/* unregister_self() runs at exit */
 }

@@ -1,0 +1,118 @@
+#!/usr/bin/env python3
+"""PID reuse: a registered process exits and a new process gets its number.
+
+Runs as root inside the VM (writes /proc/sys/kernel/ns_last_pid). With a
+long interval_ms the new process appears *before* the tick that notices the
+exit, while the old registration is still listed: its numbers must stay the
+old process's, and the new process must never be sampled under it. Prints
+one JSON line; the test reads the monitor's records as well.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+
+STATUS = "/proc/pfprof/status"
+NS_LAST_PID = "/proc/sys/kernel/ns_last_pid"
+TOUCH_PAGES = 8192
+
+
+def status() -> dict[int, tuple[int, int, int]]:
+    with open(STATUS) as f:
+        rows = [line.split() for line in f.read().splitlines()[1:]]
+    return {int(r[0]): (int(r[1]), int(r[2]), int(r[3])) for r in rows}
+
+
+def command(text: str) -> int:
+    fd = os.open(STATUS, os.O_WRONLY)
+    try:
+        os.write(fd, text.encode())
+        return 0
+    except OSError as e:
+        return e.errno
+    finally:
+        os.close(fd)
+
+
+def quiet() -> None:
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+
+
+def sleeper() -> int:
+    pid = os.fork()
+    if pid == 0:
+        quiet()
+        signal.pause()
+        os._exit(0)
+    return pid
+
+
+def toucher(ready_w: int) -> None:
+    """The new process: fault on TOUCH_PAGES pages, say so, wait."""
+    import mmap
+    quiet()
+    area = mmap.mmap(-1, TOUCH_PAGES * mmap.PAGESIZE)
+    for i in range(TOUCH_PAGES):
+        area[i * mmap.PAGESIZE] = 1
+    os.write(ready_w, b"x")
+    signal.pause()
+    os._exit(0)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--interval-ms", type=int, required=True)
+    args = ap.parse_args()
+    tick = args.interval_ms / 1000
+
+    old = sleeper()
+    assert command(f"R {old}") == 0
+    time.sleep(2.5 * tick)  # some records of the old process
+    os.kill(old, signal.SIGKILL)
+    os.waitpid(old, 0)
+    t_exit = time.monotonic()
+
+    ready_r, ready_w = os.pipe()
+    new = None
+    for attempt in range(500):
+        with open(NS_LAST_PID, "w") as f:
+            f.write(str(old - 1))
+        pid = os.fork()
+        if pid == 0:
+            if os.getpid() == old:
+                toucher(ready_w)
+            os._exit(0)
+        if pid == old:
+            new = pid
+            break
+        os.waitpid(pid, 0)
+    if new is None:
+        print(json.dumps({"reused": False, "attempts": attempt + 1}))
+        return 1
+    os.read(ready_r, 1)  # the new process has touched its pages
+    reuse_s = time.monotonic() - t_exit
+    before_tick = status().get(old)  # the old registration, if not yet removed
+
+    time.sleep(2.5 * tick)
+    after_tick = status().get(old)
+    reregister = command(f"R {new}")  # the new process is not registered: works
+    time.sleep(0.1)
+    listed_new = status().get(new)
+    unregister = command(f"U {new}")
+    os.kill(new, signal.SIGKILL)
+    os.waitpid(new, 0)
+    print(json.dumps({"reused": True, "pid": old, "attempts": attempt + 1, "reuse_s": reuse_s,
+                      "touched_pages": TOUCH_PAGES, "before_tick": before_tick,
+                      "after_tick": after_tick, "reregister_errno": reregister,
+                      "listed_new": listed_new, "unregister_errno": unregister}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

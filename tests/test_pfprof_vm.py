@@ -1,0 +1,548 @@
+"""The pfprof module, work and monitor, proven inside a VM of the testbed.
+
+Every test runs on the first machine of the provisioned testbed. The module
+fixture copies the working tree's kmod/, workloads/ and tests/pfprof/ to
+/opt/thrashlab when they differ from what setup installed, rebuilds them with
+-Werror, and reloads the module; each test checks that the kernel log got no
+warning, BUG or oops while it ran. Helpers that must run fast or as another
+user live in tests/pfprof/ and run inside the guest.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import math
+import re
+import shlex
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.vm
+
+REPO = Path(__file__).resolve().parents[1]
+REMOTE = "/opt/thrashlab"
+KO = f"{REMOTE}/kmod/pfprof.ko"
+WORK = f"{REMOTE}/workloads/work"
+MONITOR = f"{REMOTE}/workloads/monitor"
+HELPERS = f"{REMOTE}/tests/pfprof"
+SOURCES = {"kmod": ["Kbuild", "Makefile", "dkms.conf", "*.c", "*.h"],
+           "workloads": ["Makefile", "*.c"]}
+KERNEL_PROBLEMS = re.compile(
+    r"WARNING:|BUG:|BUG |Oops|general protection|Call Trace|list_(add|del) corruption|"
+    r"refcount_t:|UBSAN|KASAN|kernel BUG|blocked for more than|possible circular locking|"
+    r"sleeping function called from invalid context|scheduling while atomic|RCU stall|"
+    r"soft lockup|hard LOCKUP")
+STAT_MINFLT, STAT_MAJFLT, STAT_UTIME, STAT_STIME = 7, 9, 11, 12  # after "pid (comm)"
+
+
+class Guest:
+    """The first VM, with the shell helpers the tests share."""
+
+    def __init__(self, bed, name: str):
+        self.bed, self.name = bed, name
+
+    def sh(self, cmd: str, timeout: float = 600, check: bool = True, input: str | None = None):
+        return self.bed.ssh(self.name, cmd, timeout=timeout, check=check, input=input)
+
+    def out(self, cmd: str, **kw) -> str:
+        return self.sh(cmd, **kw).stdout
+
+    def json(self, cmd: str, **kw) -> dict:
+        text = self.out(cmd, **kw).strip().splitlines()
+        assert text, f"no output from {cmd}"
+        return json.loads(text[-1])
+
+    def reload(self, params: str = "") -> None:
+        self.sh(f"if [ -d /sys/module/pfprof ]; then rmmod pfprof; fi; insmod {KO} {params}")
+
+    def status(self) -> dict[int, tuple[int, int, int]]:
+        lines = self.out("cat /proc/pfprof/status").splitlines()
+        assert lines[0].split() == ["pid", "minflt", "majflt", "cpu_ns"], lines
+        return {int(p[0]): (int(p[1]), int(p[2]), int(p[3])) for p in map(str.split, lines[1:])}
+
+    def stats(self) -> dict[str, int]:
+        return {k: int(v) for k, v in map(str.split, self.out("cat /proc/pfprof/stats").splitlines())}
+
+    def mark(self) -> str:
+        marker = f"pfprof-test-{uuid.uuid4().hex[:12]}"
+        self.sh(f"echo {marker} > /dev/kmsg")
+        return marker
+
+    def kernel_log_since(self, marker: str) -> list[str]:
+        lines = self.out("dmesg").splitlines()
+        idx = max((i for i, line in enumerate(lines) if marker in line), default=-1)
+        return lines[idx + 1:]
+
+    def background(self, cmd: str, out: str, err: str | None = None) -> int:
+        """Start cmd detached from the SSH session; its pid."""
+        err = err or out + ".err"
+        pid = self.out(f"nohup {cmd} >{out} 2>{err} </dev/null & echo $!").strip()
+        return int(pid)
+
+    def wait_gone(self, pid: int, timeout: float = 600) -> None:
+        self.sh(f"for i in $(seq {int(timeout * 10)}); do kill -0 {pid} 2>/dev/null || exit 0; "
+                f"sleep 0.1; done; exit 1", timeout=timeout + 30)
+
+    def wait_for(self, shell_test: str, timeout: float = 600) -> None:
+        self.sh(f"for i in $(seq {int(timeout * 10)}); do {shell_test} && exit 0; sleep 0.1; done; "
+                f"echo 'timeout: {shell_test}' >&2; exit 1", timeout=timeout + 30)
+
+    def start_monitor(self, path: str, args: str = "") -> int:
+        pid = self.background(f"{MONITOR} {args} -o {path}", path + ".log", path + ".err")
+        self.wait_for("grep -qx 'reader 1' /proc/pfprof/stats", timeout=60)
+        return pid
+
+    def stop_monitor(self, pid: int) -> str:
+        self.sh(f"kill -TERM {pid} 2>/dev/null || true")
+        self.wait_gone(pid, timeout=60)
+        return self.out(f"cat /proc/{pid}/status 2>/dev/null; true")
+
+    def csv_rows(self, path: str) -> list[dict[str, int]]:
+        text = self.out(f"cat {path}")
+        reader = csv.DictReader(io.StringIO(text))
+        assert reader.fieldnames == ["ts_ns", "jiffies", "pid", "minflt", "majflt", "cpu_ns", "flags"]
+        return [{k: int(v) for k, v in row.items()} for row in reader]
+
+    def meminfo(self) -> dict[str, int]:
+        return {line.split(":")[0]: int(line.split()[1])
+                for line in self.out("cat /proc/meminfo").splitlines()}
+
+
+def _local_digest() -> str:
+    h = hashlib.sha256()
+    for tree, patterns in SOURCES.items():
+        for pattern in patterns:
+            for path in sorted((REPO / tree).glob(pattern)):
+                h.update(f"{tree}/{path.name}\n".encode() + path.read_bytes())
+    return h.hexdigest()
+
+
+def _remote_digest(g: Guest) -> str:
+    script = r"""
+import glob, hashlib, os, sys
+h = hashlib.sha256()
+for tree, patterns in %r.items():
+    for pattern in patterns:
+        for path in sorted(glob.glob(os.path.join(%r, tree, pattern))):
+            h.update(("%%s/%%s\n" %% (tree, os.path.basename(path))).encode() + open(path, "rb").read())
+print(h.hexdigest())
+""" % (SOURCES, REMOTE)
+    return g.out("python3 -", input=script).strip()
+
+
+@pytest.fixture(scope="module")
+def guest(provisioned):
+    g = Guest(provisioned, provisioned.names[0])
+    if _remote_digest(g) != _local_digest():
+        # The working tree differs from what setup installed: test ours.
+        for tree in SOURCES:
+            provisioned.put(g.name, REPO / tree, f"{REMOTE}/{tree}")
+        g.sh(f"make -C {REMOTE}/kmod clean >/dev/null && make -C {REMOTE}/kmod WERROR=1 2>&1 && "
+             f"make -C {REMOTE}/workloads clean >/dev/null && make -C {REMOTE}/workloads WERROR=1",
+             timeout=1200)
+    provisioned.put(g.name, REPO / "tests" / "pfprof", HELPERS)
+    g.sh(f"gcc -O2 -Wall -Wextra -Werror -pthread -o {HELPERS}/storm {HELPERS}/storm.c")
+    g.sh("id student")
+    g.reload()
+    yield g
+    g.reload()  # leave the module as setup loaded it: default parameters
+
+
+@pytest.fixture(autouse=True)
+def kernel_log_clean(guest):
+    marker = guest.mark()
+    yield
+    problems = [line for line in guest.kernel_log_since(marker) if KERNEL_PROBLEMS.search(line)]
+    assert not problems, "kernel log:\n" + "\n".join(problems)
+
+
+def _work_rows(rows, pid):
+    return [r for r in rows if r["pid"] == pid]
+
+
+def _sums(rows):
+    return tuple(sum(r[k] for r in rows) for k in ("minflt", "majflt", "cpu_ns"))
+
+
+def test_interface_files_and_modes(guest):
+    out = guest.out("stat -c '%a %U %F' /dev/pfprof /proc/pfprof/status /proc/pfprof/stats; "
+                    "cat /sys/module/pfprof/parameters/interval_ms "
+                    "/sys/module/pfprof/parameters/buffer_pages "
+                    "/sys/module/pfprof/parameters/max_processes").splitlines()
+    assert out[0] == "600 root character special file"
+    assert out[1].startswith("666 root")
+    assert out[2].startswith("444 root")
+    assert out[3:] == ["50", "128", "1024"]
+    stats = guest.stats()
+    for key in ("ticks", "records_written", "records_dropped", "work_ns_mean", "work_ns_max",
+                "lateness_ns_mean", "lateness_ns_max", "registered"):
+        assert key in stats, key
+    assert guest.status() == {}
+
+
+def _pressure_mb(guest) -> int:
+    mem = guest.meminfo()
+    if mem["SwapFree"] < 128 * 1024:
+        pytest.skip("the guest has no swap: no major faults to count")
+    avail = mem["MemAvailable"] // 1024
+    return avail + min(96, mem["SwapFree"] // 1024 // 3)
+
+
+@pytest.mark.parametrize("load", ["idle", "pressure"])
+def test_counts_equal_getrusage_and_proc_stat(guest, load):
+    """A work run registered from its start: the module's totals equal its own
+    getrusage and /proc/<pid>/stat (minor, major exactly; CPU within a tick),
+    and the monitor's records sum to them."""
+    hz = guest.stats()["hz"]
+    if load == "idle":
+        args = "16 R 20000 10 --sleep-ms 50"
+    else:
+        args = f"{_pressure_mb(guest)} R 20000 2 --sleep-ms 0"
+
+    # 1. Held at exit: status and /proc/<pid>/stat read at the same quiet moment.
+    wpid = guest.background(f"{WORK} --hold {args}", "/tmp/pft-hold.json")
+    guest.wait_for("test -s /tmp/pft-hold.json", timeout=900)
+    snap = guest.out(f"cat /proc/{wpid}/stat; grep '^{wpid} ' /proc/pfprof/status").splitlines()
+    guest.sh(f"kill -USR1 {wpid}")
+    guest.wait_gone(wpid)
+    j = json.loads(guest.out("cat /tmp/pft-hold.json"))
+    stat = snap[0].rpartition(")")[2].split()
+    st_min, st_maj = int(stat[STAT_MINFLT]), int(stat[STAT_MAJFLT])
+    st_cpu = (int(stat[STAT_UTIME]) + int(stat[STAT_STIME])) / 100  # USER_HZ
+    mod_min, mod_maj, mod_cpu = (int(x) for x in snap[1].split()[1:])
+    assert j["pid"] == wpid and j["registered"] is True
+    assert j["minflt_before_register"] == j["minflt_after_register"]
+    assert mod_min == st_min - j["minflt_after_register"]
+    assert mod_maj == st_maj - j["majflt_after_register"]
+    assert (j["minflt"], j["majflt"]) == (st_min, st_maj)
+    own_cpu = j["utime_s"] + j["stime_s"] - j["cpu_before_register_s"]
+    assert abs(mod_cpu / 1e9 - own_cpu) <= 1 / hz + 1e-3, (mod_cpu, own_cpu)
+    assert abs(mod_cpu / 1e9 + j["cpu_before_register_s"] - st_cpu) <= 2 / 100 + 1 / hz
+    if load == "pressure":
+        assert mod_maj > 0, "no major fault under memory pressure"
+
+    # 2. Streamed: the monitor's records of a run sum to its own counts.
+    mon = guest.start_monitor("/tmp/pft-counts.csv", "--until-idle")
+    guest.sh(f"{WORK} {args} > /tmp/pft-run.json", timeout=1800)
+    guest.wait_gone(mon, timeout=120)
+    j = json.loads(guest.out("cat /tmp/pft-run.json"))
+    rows = _work_rows(guest.csv_rows("/tmp/pft-counts.csv"), j["pid"])
+    minflt, majflt, cpu_ns = _sums(rows)
+    assert minflt == j["minflt"] - j["minflt_after_register"]
+    assert majflt == j["majflt"] - j["majflt_after_register"]
+    own_cpu = j["utime_s"] + j["stime_s"] - j["cpu_before_register_s"]
+    assert abs(cpu_ns / 1e9 - own_cpu) <= 1 / hz + 1e-3
+    assert rows[0]["flags"] & 2 and not any(r["flags"] & 2 for r in rows[1:])
+    assert rows[-1]["flags"] & 5 == 5  # last record, ended by unregistration
+    assert not any(r["flags"] & 1 for r in rows[:-1])
+    assert "dropped 0" in guest.out("cat /tmp/pft-counts.csv.err")
+    assert [r["ts_ns"] for r in rows] == sorted(r["ts_ns"] for r in rows)
+
+
+def test_mp3_format_sums_per_tick(guest):
+    mon = guest.start_monitor("/tmp/pft-mp3.txt", "--until-idle --format mp3")
+    guest.sh(f"{WORK} 16 R 20000 6 --sleep-ms 50 > /tmp/pft-mp3.json")
+    guest.wait_gone(mon, timeout=120)
+    j = json.loads(guest.out("cat /tmp/pft-mp3.json"))
+    lines = [list(map(int, line.split())) for line in guest.out("cat /tmp/pft-mp3.txt").splitlines()]
+    assert lines and all(len(x) == 4 for x in lines)
+    jiffies = [x[0] for x in lines]
+    assert jiffies == sorted(jiffies)
+    assert sum(x[1] for x in lines) == j["minflt"] - j["minflt_after_register"]
+    assert sum(x[2] for x in lines) == j["majflt"] - j["majflt_after_register"]
+
+
+@pytest.mark.parametrize("accesses", [4096, 16384, 49152])
+def test_first_touch_arithmetic(guest, accesses):
+    """R mode over a fresh region of P pages with A accesses touches about
+    P*(1-exp(-A/P)) pages: the first-touch minor faults, within 2%."""
+    mb = 64
+    pages = mb * 256
+    expected = pages * (1 - math.exp(-accesses / pages))
+    mon = guest.start_monitor("/tmp/pft-arith.csv", "--until-idle")
+    guest.sh(f"{WORK} --no-fill {mb} R {accesses} 1 --sleep-ms 0 > /tmp/pft-arith.json")
+    guest.wait_gone(mon, timeout=120)
+    j = json.loads(guest.out("cat /tmp/pft-arith.json"))
+    measured = _sums(_work_rows(guest.csv_rows("/tmp/pft-arith.csv"), j["pid"]))[0]
+    print(f"P={pages} A={accesses}: expected {expected:.0f}, module {measured}")
+    assert abs(measured - expected) <= 0.02 * expected, (measured, expected)
+
+
+def test_bad_input_root(guest):
+    r = guest.json(f"python3 {HELPERS}/badinput.py --count 10000 --seed 11", check=False)
+    assert r["mismatch_count"] == 0, r["mismatches"]
+    assert r["writes"] >= 10000
+    for name in ("EINVAL", "ESRCH", "EEXIST", "ENOENT", "EFAULT", "OK"):
+        assert r["counts"].get(name, 0) > 0, (name, r["counts"])
+    assert guest.status() == {}
+
+
+def test_bad_input_unprivileged(guest):
+    """As the user student: other users' processes (root's, nobody's) are EPERM."""
+    runuser = guest.background("runuser -u nobody -- sleep 600", "/dev/null", "/dev/null")
+    try:
+        guest.wait_for(f"pgrep -P {runuser} -x sleep >/dev/null", timeout=30)
+        foreign = guest.out(f"pgrep -P {runuser} -x sleep").split()
+        args = " ".join(f"--foreign {p}" for p in foreign)
+        r = guest.json(f"runuser -u student -- python3 {HELPERS}/badinput.py --count 10000 "
+                       f"--seed 12 {args}", check=False)
+    finally:
+        guest.sh(f"pkill -P {runuser} -x sleep; true")
+    assert r["root"] is False
+    assert r["mismatch_count"] == 0, r["mismatches"]
+    assert r["writes"] >= 10000
+    for name in ("EINVAL", "ESRCH", "EEXIST", "ENOENT", "EPERM", "EFAULT", "OK"):
+        assert r["counts"].get(name, 0) > 0, (name, r["counts"])
+    assert guest.status() == {}
+
+
+def test_unprivileged_user_registers_only_own_processes(guest):
+    rootpid = guest.background("sleep 600", "/dev/null", "/dev/null")
+    try:
+        guest.sh(f"echo 'R {rootpid}' > /proc/pfprof/status")
+        out = guest.out(
+            "runuser -u student -- python3 -c '\n"
+            "import os, errno\n"
+            "fd = os.open(\"/proc/pfprof/status\", os.O_WRONLY)\n"
+            f"for cmd in (b\"R 1\", b\"R {rootpid}\", b\"U {rootpid}\"):\n"
+            "    try:\n"
+            "        os.write(fd, cmd); print(\"OK\")\n"
+            "    except OSError as e:\n"
+            "        print(errno.errorcode[e.errno])\n"
+            "try:\n"
+            "    os.open(\"/dev/pfprof\", os.O_RDWR); print(\"OK\")\n"
+            "except OSError as e:\n"
+            "    print(errno.errorcode[e.errno])\n"
+            "'")
+        assert out.split() == ["EPERM", "EPERM", "EPERM", "EACCES"]
+        assert rootpid in guest.status()  # the root registration survived
+        j = guest.json(f"runuser -u student -- {WORK} 8 R 1000 2 --sleep-ms 0")
+        assert j["registered"] is True
+    finally:
+        guest.sh(f"echo 'U {rootpid}' > /proc/pfprof/status; kill {rootpid}; true")
+    assert guest.status() == {}
+
+
+@pytest.mark.parametrize("reap", ["now", "late"])
+def test_exit_without_unregister(guest, reap):
+    """A multi-threaded registered process exits without "U": one last record
+    with the EXIT flag, removed automatically, records sum to its wait4()
+    rusage (dead threads included)."""
+    hz = guest.stats()["hz"]
+    mon = guest.start_monitor("/tmp/pft-exit.csv")
+    r = guest.json(f"python3 {HELPERS}/exitcheck.py --reap {reap}")
+    guest.stop_monitor(mon)
+    rows = _work_rows(guest.csv_rows("/tmp/pft-exit.csv"), r["pid"])
+    minflt, majflt, cpu_ns = _sums(rows)
+    assert r["listed_after"] is False
+    assert rows[-1]["flags"] & 1 and not rows[-1]["flags"] & 4  # exit, not unregistration
+    assert not any(x["flags"] & 1 for x in rows[:-1])
+    assert r["minflt"] - r["minflt_after"] <= minflt <= r["minflt"] - r["minflt_before"]
+    assert r["majflt"] - r["majflt_after"] <= majflt <= r["majflt"] - r["majflt_before"]
+    assert minflt >= 3072  # 4 threads x 512 pages + 1024 pages
+    assert abs(cpu_ns / 1e9 - (r["cpu_s"] - r["cpu_before_s"])) <= 1 / hz + 2e-3
+
+
+def test_pid_reuse_is_never_profiled(guest):
+    """The old registration keeps the old process's numbers even when a new
+    process gets the same pid before the tick notices the exit."""
+    guest.reload("interval_ms=1000")
+    try:
+        mon = guest.start_monitor("/tmp/pft-reuse.csv")
+        r = guest.json(f"python3 {HELPERS}/pidreuse.py --interval-ms 1000")
+        guest.stop_monitor(mon)
+        rows = _work_rows(guest.csv_rows("/tmp/pft-reuse.csv"), r["pid"])
+    finally:
+        guest.reload()
+    assert r["reused"] is True
+    assert r["after_tick"] is None  # the old registration is gone
+    if r["before_tick"] is not None:  # the new process existed while it was listed
+        assert r["before_tick"][0] < r["touched_pages"] // 4
+    assert r["reregister_errno"] == 0 and r["unregister_errno"] == 0
+    # Old registration: records up to its EXIT record, none with the new faults.
+    end_old = next(i for i, x in enumerate(rows) if x["flags"] & 1)
+    old = rows[: end_old + 1]
+    assert old[0]["flags"] & 2 and not old[-1]["flags"] & 4
+    assert _sums(old)[0] < r["touched_pages"] // 4
+    # Then only the new, explicit registration (FIRST ... EXIT|UNREG).
+    new = rows[end_old + 1:]
+    assert new and new[0]["flags"] & 2 and new[-1]["flags"] & 5 == 5
+
+
+def test_load_unload_100_cycles(guest):
+    script = f"""
+set -e
+rmmod pfprof
+before=$(grep -c pfprof /proc/vmallocinfo || true)
+for i in $(seq 100); do
+    insmod {KO} interval_ms=$((i % 7 + 1)) buffer_pages=$((2 + i * 37 % 300))
+    sleep 600 & s=$!
+    echo "R $s" > /proc/pfprof/status
+    echo "R $$" > /proc/pfprof/status
+    if [ $((i % 3)) = 0 ]; then exec 3</dev/pfprof; exec 3<&-; fi
+    if [ $((i % 2)) = 0 ]; then echo "U $s" > /proc/pfprof/status; fi
+    sleep 0.0$((i % 10))
+    rmmod pfprof  # with processes registered and the timer running
+    kill $s
+done
+echo "vmalloc $before $(grep -c pfprof /proc/vmallocinfo || true)"
+test ! -e /proc/pfprof && test ! -e /dev/pfprof && test ! -d /sys/module/pfprof
+insmod {KO}
+"""
+    out = guest.out(script, timeout=1200)
+    before, after = out.split()[-2:]
+    assert before == after == "0"
+
+
+@pytest.mark.parametrize("params", ["interval_ms=0", "interval_ms=60001", "buffer_pages=1",
+                                    "buffer_pages=65537", "max_processes=0"])
+def test_invalid_parameters_refused(guest, params):
+    r = guest.sh(f"rmmod pfprof; insmod {KO} {params}", check=False)
+    try:
+        assert r.returncode != 0
+        assert "Invalid" in r.stderr or "invalid" in r.stderr.lower()
+        assert guest.out("test -d /sys/module/pfprof && echo loaded; test -e /proc/pfprof && "
+                         "echo proc; true").strip() == ""
+    finally:
+        guest.reload()
+
+
+def test_enospc_at_max_processes(guest):
+    guest.reload("max_processes=3")
+    try:
+        out = guest.out("""
+pids=""; for i in 1 2 3 4 5; do sleep 600 & pids="$pids $!"; done
+set -- $pids
+for p in $1 $2 $3 $4; do echo "R $p" > /proc/pfprof/status 2>&1 && echo ok || echo fail; done
+echo "U $1" > /proc/pfprof/status && echo unreg
+echo "R $4" > /proc/pfprof/status && echo ok4
+python3 -c 'import os, errno, sys
+try:
+    os.write(os.open("/proc/pfprof/status", os.O_WRONLY), b"R " + sys.argv[1].encode())
+except OSError as e:
+    print(errno.errorcode[e.errno])' $5
+grep -c . /proc/pfprof/status
+kill $pids
+""")
+        assert out.split() == ["ok", "ok", "ok", "fail", "unreg", "ok4", "ENOSPC", "4"], out
+    finally:
+        guest.reload()
+
+
+def test_register_storm_while_sampling(guest):
+    guest.reload("interval_ms=1")
+    try:
+        mon = guest.start_monitor("/tmp/pft-storm.csv")
+        r = guest.json(f"{HELPERS}/storm 8 16 15", timeout=300)
+        guest.stop_monitor(mon)
+        time.sleep(0.5)
+        stats, status = guest.stats(), guest.status()
+        err = guest.out("cat /tmp/pft-storm.csv.err")
+    finally:
+        guest.reload()
+    print(f"storm: {r}; stats: {stats}")
+    assert r["errors"] == 0, r
+    assert r["ok"] > 1000 and r["respawns"] > 10 and r["status_reads"] > 10
+    assert status == {} and stats["registered"] == 0
+    assert stats["ticks"] > 100
+    assert "records" in err and "protocol error" not in err
+
+
+def test_unload_while_mapped_is_refused(guest):
+    r = guest.json(f"python3 {HELPERS}/ringcheck.py unload --ko {KO}")
+    assert r == {"second_open_errno": 16, "open_while_mapped_errno": 16,
+                 "rmmod_while_mapped_rc": 1, "loaded_while_mapped": True, "magic_ok": True,
+                 "reopen_after_munmap_errno": 0, "rmmod_after_munmap_rc": 0, "unloaded": True,
+                 "insmod_rc": 0}
+
+
+def test_mmap_bounds(guest):
+    r = guest.json(f"python3 {HELPERS}/ringcheck.py bounds")
+    assert r["too_large"] == r["offset"] == r["private"] == 22  # EINVAL
+    assert r["exact"] == r["header_only"] == 0
+    assert r["layout_ok"], r["header"]
+
+
+def test_full_ring_drops_and_never_overwrites(guest):
+    guest.reload("buffer_pages=2 interval_ms=1")
+    try:
+        r = guest.json(f"python3 {HELPERS}/ringcheck.py full", timeout=300)
+        stats = guest.stats()
+    finally:
+        guest.reload()
+    assert r["head"] == r["capacity"] and r["tail"] == 0  # full, nothing overwritten
+    assert r["dropped"] > 0 and stats["records_dropped"] >= r["dropped"]
+    assert r["ts_sorted"] and r["first_flag_ok"]
+    assert r["head_after_consume"] > r["head"] and r["resumed_pids_ok"]
+    assert r["bogus_tail"]["head_moved"] == 0 and r["bogus_tail"]["dropped_more"] > 0
+
+
+def test_monitor_reports_drops(guest):
+    """A stalled reader loses records: the monitor says how many, on stderr."""
+    guest.reload("buffer_pages=2 interval_ms=1")
+    try:
+        mon = guest.start_monitor("/tmp/pft-drop.csv")
+        sleepers = guest.out("for i in $(seq 8); do nohup sleep 600 >/dev/null 2>&1 </dev/null & "
+                             "echo $!; echo \"R $!\" > /proc/pfprof/status; done").split()
+        guest.sh(f"kill -STOP {mon}; sleep 1; kill -CONT {mon}; sleep 0.5")
+        guest.stop_monitor(mon)
+        err = guest.out("cat /tmp/pft-drop.csv.err")
+        dropped = guest.stats()["records_dropped"]
+        guest.sh(f"kill {' '.join(sleepers)}")
+    finally:
+        guest.reload()
+    assert dropped > 0
+    assert re.search(r"\d+ records dropped \(ring full\)", err), err
+    total = int(re.search(r"records \d+ dropped (\d+)", err).group(1))
+    assert total == dropped
+
+
+def test_benchmark_tick_precision(guest, capsys):
+    """Printed, not asserted: how regular the ticks are on an idle VM, and what
+    the work handler costs."""
+    guest.reload()
+    sleeper = guest.background("sleep 600", "/dev/null", "/dev/null")
+    try:
+        mon = guest.start_monitor("/tmp/pft-bench.csv")
+        guest.sh(f"echo 'R {sleeper}' > /proc/pfprof/status; sleep 10; "
+                 f"echo 'U {sleeper}' > /proc/pfprof/status")
+        guest.stop_monitor(mon)
+        stats = guest.stats()
+        rows = _work_rows(guest.csv_rows("/tmp/pft-bench.csv"), sleeper)
+    finally:
+        guest.sh(f"kill {sleeper} 2>/dev/null; true")
+    ticks = [r["ts_ns"] for r in rows if not r["flags"] & 4]
+    gaps = [(b - a) / 1e6 for a, b in zip(ticks, ticks[1:])]
+    jiffy_ms = 1000 / stats["hz"]
+    within = sum(abs(g - stats["interval_ms"]) <= jiffy_ms for g in gaps)
+    with capsys.disabled():
+        print(f"\n[pfprof benchmark] {len(gaps)} tick intervals, interval_ms={stats['interval_ms']}, "
+              f"HZ={stats['hz']}: {100 * within / max(1, len(gaps)):.1f}% within one jiffy "
+              f"({jiffy_ms:.1f} ms); interval min/mean/max "
+              f"{min(gaps):.2f}/{sum(gaps) / len(gaps):.2f}/{max(gaps):.2f} ms; "
+              f"work handler mean {stats['work_ns_mean'] / 1e3:.1f} us, "
+              f"max {stats['work_ns_max'] / 1e3:.1f} us; lateness mean "
+              f"{stats['lateness_ns_mean'] / 1e6:.2f} ms, max {stats['lateness_ns_max'] / 1e6:.2f} ms")
+    assert len(gaps) > 50
+
+
+def test_dkms_install(guest):
+    if guest.sh("command -v dkms", check=False).returncode != 0:
+        pytest.skip("dkms is not installed in the guest")
+    out = guest.out(f"""
+set -e
+v=$(sed -n 's/^PACKAGE_VERSION="\\(.*\\)"/\\1/p' {REMOTE}/kmod/dkms.conf)
+rm -rf /usr/src/pfprof-$v && cp -r {REMOTE}/kmod /usr/src/pfprof-$v
+make -C /usr/src/pfprof-$v clean >/dev/null
+dkms remove pfprof/$v --all >/dev/null 2>&1 || true
+dkms install pfprof/$v
+modinfo -n pfprof
+dkms remove pfprof/$v --all
+rm -rf /usr/src/pfprof-$v
+""", timeout=1200)
+    assert "pfprof.ko" in out
