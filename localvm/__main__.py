@@ -5,6 +5,7 @@
     python -m localvm status               what runs, on which port
     python -m localvm ssh NAME [CMD...]    a shell or a command on a VM, as root
     python -m localvm down [--all]         stop every VM of the testbed; idempotent
+    python -m localvm box [--force]        the image as a Vagrant box (vagrant-libvirt), added to Vagrant
 
 Every command takes --lab FILE (default: $THRASHLAB_LAB, else lab.yml).
 """
@@ -84,6 +85,17 @@ def cmd_down(args) -> int:
     return 0
 
 
+def cmd_box(args) -> int:
+    from .box import BoxError, build_box
+    try:
+        box = build_box(force=args.force, prune=not args.keep_old)
+    except BoxError as e:
+        print(f"localvm: error: {e}", file=sys.stderr)
+        return 2
+    print(f"{box.name} ({'added' if box.added else 'already added'}; {box.dir})")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m localvm", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -105,6 +117,12 @@ def main(argv=None) -> int:
     p = sub.add_parser("down", help="stop every VM of the testbed (idempotent)")
     p.add_argument("--all", action="store_true", help="every testbed of this checkout, whatever the lab")
     p.set_defaults(func=cmd_down)
+    p = sub.add_parser("box", help="package the image as a libvirt box and add it to Vagrant "
+                                   "(for THRASHLAB_VAGRANT_LOOPBACK=1 vagrant up; docs/vagrant.md)")
+    p.add_argument("--force", action="store_true", help="re-add the box even if it is already added")
+    p.add_argument("--keep-old", action="store_true",
+                   help="keep the boxes of older images (default: remove those no machine uses)")
+    p.set_defaults(func=cmd_box)
     # --lab is accepted after the subcommand too
     for sp in sub.choices.values():
         sp.add_argument("--lab", metavar="FILE", default=argparse.SUPPRESS)
