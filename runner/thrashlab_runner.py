@@ -8,6 +8,8 @@ have python3 and no pip).
     thrashlab_runner.py case2-start  --run-id ID --machine NAME [plan options]
     thrashlab_runner.py case2-point  --run-id ID --n N --repeat R
     thrashlab_runner.py case1-start  --run-id ID --machine NAME [--work-mb auto|MB] --pair A=SPEC,SPEC ...
+                                     (SPEC: "MB MODE ACCESSES [ITERATIONS]", MB may be auto,
+                                      ACCESSES many or few: --accesses-many/--accesses-few)
     thrashlab_runner.py case1-pair   --run-id ID --pair A
     thrashlab_runner.py case-finish  --run-id ID --case case1|case2
     thrashlab_runner.py facts        --run-id ID --machine NAME
@@ -340,9 +342,24 @@ def parse_n_values(text: str) -> list[int]:
     return vals
 
 
-def parse_work_spec(spec: str, default_mb: int | None, iterations: int | None) -> dict:
+COURSE_ACCESSES = {"many": 50000, "few": 10000}   # the course's, for 1024 MiB processes
+
+
+def case1_accesses(value, name: str, mb: int) -> int:
+    """Accesses per iteration of Case Study 1's busier ('many') or quieter ('few')
+    process: an integer, or auto: the course's 50000 / 10000 scaled by mb / 1024 MiB,
+    so that accesses per page, and so the share of the region the 20 iterations
+    touch (P x (1 - exp(-A/P))), are the course's at any size."""
+    if str(value) == "auto":
+        return max(1, int(round(COURSE_ACCESSES[name] * mb / float(CASE1_COURSE_MB))))
+    return _positive_int(value, "case1_accesses_%s" % name)
+
+
+def parse_work_spec(spec: str, default_mb: int | None, iterations: int | None,
+                    named_accesses: dict | None = None) -> dict:
     """'MB MODE ACCESSES [ITERATIONS]' (the course's `work` arguments; MB may be
-    'auto') -> {"mb", "mode", "accesses_per_iteration", "iterations"}."""
+    'auto', ACCESSES 'many' or 'few' (case1_accesses_*)) -> {"mb", "mode",
+    "accesses_per_iteration", "iterations"}."""
     fields = spec.split()
     if len(fields) not in (3, 4):
         raise RunnerError("work spec %r: expected 'MB MODE ACCESSES [ITERATIONS]'" % spec)
@@ -357,8 +374,11 @@ def parse_work_spec(spec: str, default_mb: int | None, iterations: int | None) -
         raise RunnerError("work spec %r: size %r is not a positive integer (MiB) or 'auto'" % (spec, mb))
     if mode not in ("R", "L"):
         raise RunnerError("work spec %r: mode must be R or L" % spec)
+    if named_accesses and acc in named_accesses:
+        acc = str(named_accesses[acc](mb))
     if not acc.isdigit() or int(acc) < 1:
-        raise RunnerError("work spec %r: accesses %r is not a positive integer" % (spec, acc))
+        raise RunnerError("work spec %r: accesses %r is not a positive integer%s" % (
+            spec, acc, " or one of " + ", ".join(sorted(named_accesses)) if named_accesses else ""))
     it = fields[3] if len(fields) == 4 else iterations
     if it is not None:
         if not str(it).isdigit() or int(it) < 1:
@@ -1087,7 +1107,9 @@ def cmd_case1_start(ctx: Ctx) -> dict:
     pairs = {}
     warnings = []
     for name, specs in raw_pairs.items():
-        procs = [parse_work_spec(s, work_mb, iterations) for s in specs]
+        named = {"many": lambda mb: case1_accesses(a.accesses_many, "many", mb),
+                 "few": lambda mb: case1_accesses(a.accesses_few, "few", mb)}
+        procs = [parse_work_spec(s, work_mb, iterations, named) for s in specs]
         total = sum(p["mb"] for p in procs)
         if total > 0.9 * avail_mb:
             warnings.append("pair %s needs %d MiB of %.0f MiB available: it will not fit in memory "
@@ -1103,6 +1125,8 @@ def cmd_case1_start(ctx: Ctx) -> dict:
         "timeout_s": timeout,
         "mem_available_kb": facts["mem_available_kb"],
         "variables": {"case1_work_mb": work_mb, "case1_iterations": iterations, "case1_timeout": timeout,
+                      "case1_accesses_many": case1_accesses(a.accesses_many, "many", work_mb),
+                      "case1_accesses_few": case1_accesses(a.accesses_few, "few", work_mb),
                       "case1_fill": a.fill,
                       "case1_pairs": {name: specs for name, specs in raw_pairs.items()},
                       "case1_extra_work_args": extra},
@@ -1295,6 +1319,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pair", action="append", metavar="NAME=SPEC,SPEC",
                    help="a pair: NAME=MB MODE ACCESSES[ ITERATIONS],... (MB may be auto)")
     p.add_argument("--iterations", help="iterations of each work (default: work's own)")
+    p.add_argument("--accesses-many", default="auto",
+                   help="accesses per iteration for specs saying 'many' (auto: 50000 x MB / 1024)")
+    p.add_argument("--accesses-few", default="auto",
+                   help="accesses per iteration for specs saying 'few' (auto: 10000 x MB / 1024)")
     p.add_argument("--fill", action="store_true",
                    help="let work first-touch its region before the iterations (default: the course's "
                         "behaviour, --no-fill: first touches show in the profile)")

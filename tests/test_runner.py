@@ -135,6 +135,16 @@ def test_plan_case1_mb():
     assert tr.plan_case1_mb(10) == 8
 
 
+def test_case1_accesses():
+    assert tr.case1_accesses("auto", "many", 1024) == 50000 and tr.case1_accesses("auto", "few", 1024) == 10000
+    assert tr.case1_accesses("auto", "many", 40) == 1953 and tr.case1_accesses("auto", "few", 40) == 391
+    assert tr.case1_accesses("777", "few", 40) == 777
+    named = {"many": lambda mb: tr.case1_accesses("auto", "many", mb)}
+    assert tr.parse_work_spec("auto R many", 120, 20, named)["accesses_per_iteration"] == 5859
+    with pytest.raises(tr.RunnerError, match="or one of many"):
+        tr.parse_work_spec("auto R few", 120, 20, named)
+
+
 def test_work_specs_and_n_values():
     assert tr.parse_work_spec("auto R 50000", 40, 20) == {"mb": 40, "mode": "R", "accesses_per_iteration": 50000,
                                                         "iterations": 20}
@@ -454,8 +464,8 @@ def test_interrupted_point_leaves_nothing_complete(fake):
 
 
 def test_case1_with_fakes(fake):
-    rc, plan, err = fake.run("case1-start", "--run-id", "c1", *MACHINE, "--pair", "A=auto R 50000,auto R 10000",
-                             "--pair", "B=auto R 50000,auto L 10000", "--iterations", "3")
+    rc, plan, err = fake.run("case1-start", "--run-id", "c1", *MACHINE, "--pair", "A=auto R many,auto R few",
+                             "--pair", "B=auto R many,auto L few", "--iterations", "3")
     assert plan["work_mb"] == 40 and plan["pairs"] == ["A", "B"]
     for pair in plan["pairs"]:
         rc, res, err = fake.run("case1-pair", "--run-id", "c1", "--pair", pair)
@@ -463,11 +473,13 @@ def test_case1_with_fakes(fake):
     fake.run("case-finish", "--run-id", "c1", "--case", "case1")
     run = fake.results / "c1" / "case1"
     params = json.loads((run / "params.json").read_text())
-    assert params["pairs"] == {"pair-A": ["R 40 50000", "R 40 10000"], "pair-B": ["R 40 50000", "L 40 10000"]}
+    # the course's 50000 and 10000 accesses per 1024 MiB, scaled to 40 MiB
+    assert params["pairs"] == {"pair-A": ["R 40 1953", "R 40 391"], "pair-B": ["R 40 1953", "L 40 391"]}
+    assert params["variables"]["case1_accesses_many"] == 1953
     assert params["fill"] is False          # course mode: no --seconds, no fill
     rj = json.loads((run / "pair-B" / "run.json").read_text())
     assert rj["case"] == 1 and rj["pair"] == "pair-B" and rj["exit_codes"] == [0, 0]
-    assert rj["commands"]["work"][1].endswith("work 40 L 10000 3 --no-fill")
+    assert rj["commands"]["work"][1].endswith("work 40 L 391 3 --no-fill")
     for f in ("profile.csv", "work-1.json", "work-2.json", "run.json"):
         assert (run / "pair-A" / f).is_file()
     rc, res, err = fake.run("case1-pair", "--run-id", "c1", "--pair", "C", check=False)
