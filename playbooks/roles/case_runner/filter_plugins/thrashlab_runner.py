@@ -36,13 +36,27 @@ def runner_result(value):
     return {}
 
 
-def runner_summary(value, default=""):
-    """The runner's one-line summary, or its error, or ``default``."""
+def runner_summary(value, item=None, default=""):
+    """The runner's one-line summary, or its error, or ``default``. With ``item``
+    (in a loop label), only the summary of that item's own result: the result
+    of an item that did not run (unreachable machine) may still be the last one's."""
+    if item is not None and isinstance(value, dict) and "item" in value and value.get("item") != item:
+        return default
+    if isinstance(value, dict) and value.get("unreachable"):
+        return "machine unreachable"
     for line in reversed(_lines(value)):
         if line.startswith(SUMMARY_MARK):
             return line[len(SUMMARY_MARK):].strip()
     err = runner_result(value).get("error")
     return ("error: %s" % err) if err else default
+
+
+def _item_text(item):
+    if isinstance(item, dict) and "n" in item and "repeat" in item:
+        return "N=%s repeat=%s" % (item["n"], item["repeat"])
+    if isinstance(item, str):
+        return "pair %s" % item
+    return str(item)
 
 
 def thrashlab_runner_error(result):
@@ -55,8 +69,7 @@ def thrashlab_runner_error(result):
         bad = [r for r in items if isinstance(r, dict) and (r.get("failed") or r.get("unreachable"))]
         if bad:
             first = bad[0]
-            label = first.get("_ansible_item_label") or first.get("item")
-            return "at %s: %s" % (label, thrashlab_runner_error(first))
+            return "at %s: %s" % (_item_text(first.get("item")), thrashlab_runner_error(first))
     if result.get("unreachable"):
         return "machine unreachable: %s" % (result.get("msg") or "").strip()
     err = runner_result(result).get("error")

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 def thrashlab_host_errors(hosts, hostvars):
     """`--host-error NAME=MESSAGE` arguments for the machines whose case play
-    recorded a failure (thrashlab_case_error, set by the case roles' rescue)."""
+    recorded a failure (case_runner_error, set by the case roles' rescue)."""
     out = []
     for name in hosts or []:
         try:
-            err = hostvars[name].get("thrashlab_case_error")
+            err = hostvars[name].get("case_runner_error")
         except (KeyError, AttributeError):
             err = None
         if err:
