@@ -45,6 +45,10 @@ class Guest:
 
     def __init__(self, bed, name: str):
         self.bed, self.name = bed, name
+        # CPU time measured between two moments: under emulation (TCG) the
+        # guest charges the running task for the time the host took its vCPU
+        # away, tens of ms when the host is busy; with KVM, steal time is not.
+        self.cpu_slack = 0.002 + (0.05 if bed.state().get("accelerator") == "tcg" else 0)
 
     def sh(self, cmd: str, timeout: float = 600, check: bool = True, input: str | None = None):
         return self.bed.ssh(self.name, cmd, timeout=timeout, check=check, input=input)
@@ -197,19 +201,27 @@ def _pressure_mb(guest) -> int:
 def test_counts_equal_getrusage_and_proc_stat(guest, load):
     """A work run registered from its start: the module's totals equal its own
     getrusage and /proc/<pid>/stat (minor, major exactly; CPU within a tick),
-    and the monitor's records sum to them."""
+    and the monitor's records sum to them.
+
+    work --hold sleeps at the end of its run, before its last getrusage();
+    while it sleeps nothing of it changes, so /proc/<pid>/stat, the status
+    line, a "U <pid>" written by the test (the module's last record) and the
+    getrusage() right after the wake-up all see the same counters.
+    """
     hz = guest.stats()["hz"]
     if load == "idle":
         args = "16 R 20000 10 --sleep-ms 50"
     else:
         args = f"{_pressure_mb(guest)} R 20000 2 --sleep-ms 0"
 
-    # 1. Held at exit: status and /proc/<pid>/stat read at the same quiet moment.
+    mon = guest.start_monitor("/tmp/pft-counts.csv", "--until-idle")
     wpid = guest.background(f"{WORK} --hold {args}", "/tmp/pft-hold.json")
-    guest.wait_for("test -s /tmp/pft-hold.json", timeout=900)
-    snap = guest.out(f"cat /proc/{wpid}/stat; grep '^{wpid} ' /proc/pfprof/status").splitlines()
+    guest.wait_for("grep -q holding /tmp/pft-hold.json.err", timeout=900)
+    snap = guest.out(f"cat /proc/{wpid}/stat; grep '^{wpid} ' /proc/pfprof/status; "
+                     f"echo 'U {wpid}' > /proc/pfprof/status").splitlines()
     guest.sh(f"kill -USR1 {wpid}")
     guest.wait_gone(wpid)
+    guest.wait_gone(mon, timeout=120)
     j = json.loads(guest.out("cat /tmp/pft-hold.json"))
     stat = snap[0].rpartition(")")[2].split()
     st_min, st_maj = int(stat[STAT_MINFLT]), int(stat[STAT_MAJFLT])
@@ -217,31 +229,49 @@ def test_counts_equal_getrusage_and_proc_stat(guest, load):
     mod_min, mod_maj, mod_cpu = (int(x) for x in snap[1].split()[1:])
     assert j["pid"] == wpid and j["registered"] is True
     assert j["minflt_before_register"] == j["minflt_after_register"]
+
+    # The module against the kernel's own per-process accounting: exact.
     assert mod_min == st_min - j["minflt_after_register"]
     assert mod_maj == st_maj - j["majflt_after_register"]
-    assert (j["minflt"], j["majflt"]) == (st_min, st_maj)
-    own_cpu = j["utime_s"] + j["stime_s"] - j["cpu_before_register_s"]
-    assert abs(mod_cpu / 1e9 - own_cpu) <= 1 / hz + 1e-3, (mod_cpu, own_cpu)
-    assert abs(mod_cpu / 1e9 + j["cpu_before_register_s"] - st_cpu) <= 2 / 100 + 1 / hz
-    if load == "pressure":
+    assert abs(mod_cpu / 1e9 + j["cpu_before_register_s"] - st_cpu) <= 2 / 100 + guest.cpu_slack
+    # The process's own getrusage() right after it wakes up. Under memory
+    # pressure the few instructions between the wake-up and getrusage() can
+    # fault again (their pages were reclaimed while it slept).
+    if load == "idle":
+        assert (j["minflt"], j["majflt"]) == (st_min, st_maj)
+    else:
+        assert 0 <= j["minflt"] - st_min <= 16 and 0 <= j["majflt"] - st_maj <= 16
         assert mod_maj > 0, "no major fault under memory pressure"
+    own_cpu = j["utime_s"] + j["stime_s"] - j["cpu_before_register_s"]
+    assert abs(mod_cpu / 1e9 - own_cpu) <= 1 / hz + guest.cpu_slack, (mod_cpu, own_cpu)
 
-    # 2. Streamed: the monitor's records of a run sum to its own counts.
-    mon = guest.start_monitor("/tmp/pft-counts.csv", "--until-idle")
-    guest.sh(f"{WORK} {args} > /tmp/pft-run.json", timeout=1800)
+    # The monitor's records sum to the totals.
+    rows = _work_rows(guest.csv_rows("/tmp/pft-counts.csv"), wpid)
+    minflt, majflt, cpu_ns = _sums(rows)
+    assert (minflt, majflt) == (mod_min, mod_maj)
+    assert abs(cpu_ns - mod_cpu) <= 1e9 / hz
+    assert rows[0]["flags"] & 2 and not any(r["flags"] & 2 for r in rows[1:])
+    assert rows[-1]["flags"] & 5 == 5  # last record, ended by unregistration
+    assert not any(r["flags"] & 1 for r in rows[:-1])
+    assert [r["ts_ns"] for r in rows] == sorted(r["ts_ns"] for r in rows)
+    assert "dropped 0" in guest.out("cat /tmp/pft-counts.csv.err")
+
+
+def test_counts_of_a_plain_run(guest):
+    """Without --hold, work unregisters right after its last getrusage():
+    its records sum exactly to minflt - minflt_after_register."""
+    hz = guest.stats()["hz"]
+    mon = guest.start_monitor("/tmp/pft-run.csv", "--until-idle")
+    guest.sh(f"{WORK} 16 L 20000 10 --sleep-ms 50 > /tmp/pft-run.json", timeout=900)
     guest.wait_gone(mon, timeout=120)
     j = json.loads(guest.out("cat /tmp/pft-run.json"))
-    rows = _work_rows(guest.csv_rows("/tmp/pft-counts.csv"), j["pid"])
+    rows = _work_rows(guest.csv_rows("/tmp/pft-run.csv"), j["pid"])
     minflt, majflt, cpu_ns = _sums(rows)
     assert minflt == j["minflt"] - j["minflt_after_register"]
     assert majflt == j["majflt"] - j["majflt_after_register"]
     own_cpu = j["utime_s"] + j["stime_s"] - j["cpu_before_register_s"]
-    assert abs(cpu_ns / 1e9 - own_cpu) <= 1 / hz + 1e-3
-    assert rows[0]["flags"] & 2 and not any(r["flags"] & 2 for r in rows[1:])
-    assert rows[-1]["flags"] & 5 == 5  # last record, ended by unregistration
-    assert not any(r["flags"] & 1 for r in rows[:-1])
-    assert "dropped 0" in guest.out("cat /tmp/pft-counts.csv.err")
-    assert [r["ts_ns"] for r in rows] == sorted(r["ts_ns"] for r in rows)
+    assert abs(cpu_ns / 1e9 - own_cpu) <= 1 / hz + guest.cpu_slack
+    assert rows[-1]["flags"] & 5 == 5
 
 
 def test_mp3_format_sums_per_tick(guest):
@@ -345,7 +375,7 @@ def test_exit_without_unregister(guest, reap):
     assert r["minflt"] - r["minflt_after"] <= minflt <= r["minflt"] - r["minflt_before"]
     assert r["majflt"] - r["majflt_after"] <= majflt <= r["majflt"] - r["majflt_before"]
     assert minflt >= 3072  # 4 threads x 512 pages + 1024 pages
-    assert abs(cpu_ns / 1e9 - (r["cpu_s"] - r["cpu_before_s"])) <= 1 / hz + 2e-3
+    assert abs(cpu_ns / 1e9 - (r["cpu_s"] - r["cpu_before_s"])) <= 1 / hz + guest.cpu_slack
 
 
 def test_pid_reuse_is_never_profiled(guest):

@@ -84,8 +84,9 @@ static void usage(FILE *f)
 "  --window PAGES         L mode: local accesses within +-PAGES (default 4)\n"
 "  --thp                  allow transparent huge pages (default: MADV_NOHUGEPAGE,\n"
 "                         so that one first touch is one 4 KiB page fault)\n"
-"  --hold                 print the JSON line, then wait for SIGUSR1/SIGTERM/SIGINT\n"
-"                         before unregistering and exiting (tests compare counters)\n"
+"  --hold                 at the end of the run, say so on stderr and sleep until\n"
+"                         SIGUSR1/SIGTERM/SIGINT, then read the counters, unregister\n"
+"                         and print (tests compare counters while it sleeps)\n"
 "SIGTERM/SIGINT end the run early: JSON with \"interrupted\": true, exit 0.\n");
 }
 
@@ -183,7 +184,7 @@ static void unregister_self(void)
 		return;
 	err = status_command(registered_status, 'U', registered_pid);
 	registered_status = NULL;
-	if (err)
+	if (err && err != -ENOENT)	/* ENOENT: someone unregistered us already */
 		fprintf(stderr, "work: cannot unregister pid %d: %s\n", (int)registered_pid,
 			strerror(-err));
 }
@@ -405,8 +406,8 @@ static size_t format_json(char *buf, size_t size, const struct options *o, const
 	n = snprintf(buf, size,
 		"{\"pid\": %d, \"mb\": %ld, \"mode\": \"%c\", \"accesses_per_iteration\": %ld, "
 		"\"iterations\": %ld, \"iterations_requested\": %ld, "
-		"\"accesses\": %" PRIu64 ", \"seconds\": %.6f, \"accesses_per_s\": %.3f, "
-		"\"seconds_limit\": %.3f, \"fill\": %s, \"fill_s\": %.6f, \"barrier_wait_s\": %.6f, "
+		"\"accesses\": %" PRIu64 ", \"seconds\": %.9f, \"accesses_per_s\": %.3f, "
+		"\"seconds_limit\": %.3f, \"fill\": %s, \"fill_s\": %.9f, \"barrier_wait_s\": %.9f, "
 		"\"start_mono_ns\": %" PRIu64 ", \"end_mono_ns\": %" PRIu64 ", "
 		"\"minflt\": %ld, \"majflt\": %ld, \"utime_s\": %.6f, \"stime_s\": %.6f, "
 		"\"minflt_timed\": %ld, \"majflt_timed\": %ld, "
@@ -598,15 +599,17 @@ int main(int argc, char **argv)
 	 */
 	getrusage(RUSAGE_SELF, &res.ru_end);
 	format_json(json, sizeof(json), &o, &res);
+	if (o.hold) {
+		/* Asleep, nothing of the process changes while a test reads it. */
+		fprintf(stderr, "work: pid %d holding, SIGUSR1 finishes\n", (int)res.pid);
+		hold();
+	}
 	getrusage(RUSAGE_SELF, &res.ru_end);
-	if (!o.hold)
-		unregister_self();
+	unregister_self();
 	len = format_json(json, sizeof(json), &o, &res);
 	if (write_all(STDOUT_FILENO, json, len) < 0) {
 		perror("work: stdout");
 		return 1;
 	}
-	if (o.hold)
-		hold();	/* the counters stay as printed while a test compares them */
-	return 0;	/* unregister_self() runs at exit */
+	return 0;
 }
