@@ -53,9 +53,13 @@ module ThrashlabLoopback
   KEY = File.join(DIR, "id_ed25519")
   PORTS = File.join(DIR, "ports.json")
   BOX_POINTER = File.join(DIR, "box.json")
+  LIBVIRT_STATE = File.join(DIR, "libvirt.json") # what the layer made in libvirt, while it exists
   ACCEL_PROBE = File.join(STATE, "accel-probe.json") # written by localvm's KVM probe
   URI = ENV.fetch("THRASHLAB_VAGRANT_LIBVIRT_URI", "qemu:///system")
-  CHECKOUT_ID = Digest::SHA256.hexdigest(ROOT)[0, 8]
+  # Vagrant's machines of this checkout live in its dotfile directory: one id per directory,
+  # so that a second VAGRANT_DOTFILE_PATH (e.g. the test's) never meets the user's VMs.
+  DOTFILE_DIR = File.expand_path(ENV.fetch("VAGRANT_DOTFILE_PATH", ".vagrant"), ROOT)
+  CHECKOUT_ID = Digest::SHA256.hexdigest(DOTFILE_DIR)[0, 8]
   POOL = "thrashlab-#{CHECKOUT_ID}"
   DOMAIN_PREFIX = "thrashlab-#{CHECKOUT_ID}-"
   WORK = File.expand_path(ENV["THRASHLAB_VAGRANT_LIBVIRT_DIR"] ||
@@ -230,8 +234,7 @@ module ThrashlabLoopback
   end
 
   def self.created?(name)
-    dotfile = File.expand_path(ENV.fetch("VAGRANT_DOTFILE_PATH", ".vagrant"), ROOT)
-    File.file?(File.join(dotfile, "machines", name, "libvirt", "id"))
+    File.file?(File.join(DOTFILE_DIR, "machines", name, "libvirt", "id"))
   end
 
   def self.port_free?(port)
@@ -359,6 +362,10 @@ module ThrashlabLoopback
     end
     port = machine.config.ssh.port
     update_ports { |data| data.merge(machine.name.to_s => port) }
+    File.write(LIBVIRT_STATE, "#{JSON.pretty_generate(
+      'uri' => URI, 'pool' => POOL, 'pool_dir' => POOL_DIR, 'work_dir' => WORK,
+      'domain_prefix' => DOMAIN_PREFIX, 'box' => box[:name],
+    )}\n")
   end
 
   def self.after_destroy(machine)
@@ -368,6 +375,7 @@ module ThrashlabLoopback
       if ours.empty?
         remove_pool(conn)
         FileUtils.rm_rf(WORK)
+        FileUtils.rm_f(LIBVIRT_STATE)
         machine.ui.info("thrashlab loopback: no machine left; storage pool #{POOL} and #{WORK} removed")
       else
         machine.ui.info("thrashlab loopback: #{ours.size} domain(s) left (#{ours.join(', ')}); pool kept")
