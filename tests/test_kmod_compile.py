@@ -77,3 +77,29 @@ def test_uapi_header_compiles_in_user_space(tmp_path):
                         f"-I{KMOD}", str(src), "-o", str(tmp_path / "t")],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+def test_dkms_build(tmp_path):
+    """dkms.conf is valid: `dkms build` against the host's 6.1 headers, in a
+    private dkms tree (nothing installed)."""
+    if not shutil.which("dkms"):
+        pytest.skip("dkms is not installed")
+    _needs_root()
+    kdirs = compile_chroot.host_kdirs()
+    if not kdirs:
+        pytest.skip("no linux-headers-6.1.*-amd64 under /usr/src")
+    kdir = kdirs[-1]
+    release = Path(kdir).name.removeprefix("linux-headers-")
+    conf = (KMOD / "dkms.conf").read_text()
+    version = conf.split('PACKAGE_VERSION="', 1)[1].split('"', 1)[0]
+    src, tree = tmp_path / "src", tmp_path / "tree"
+    shutil.copytree(KMOD, src / f"pfprof-{version}",
+                    ignore=shutil.ignore_patterns("*.o", "*.ko", "*.mod*", ".*.cmd"))
+    tree.mkdir()
+    import subprocess
+    r = subprocess.run(["dkms", "build", "-m", "pfprof", "-v", version, "-k", release,
+                        "--dkmstree", str(tree), "--sourcetree", str(src),
+                        "--kernelsourcedir", kdir],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout[-3000:]
+    assert list(tree.glob(f"pfprof/{version}/{release}/*/module/pfprof.ko*")), r.stdout[-2000:]

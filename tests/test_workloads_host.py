@@ -307,3 +307,14 @@ def test_monitor_sigterm_drains_and_summarises(bins, tmp_path):
     assert p.returncode == 0
     assert len(out.read_text().splitlines()) == 3
     assert "records 2 dropped 0" in err
+
+
+def test_readme_reader_example_compiles(tmp_path):
+    """The minimal reader of kmod/README.md builds without a warning."""
+    text = (REPO / "kmod" / "README.md").read_text()
+    code = text.split("### A minimal reader", 1)[1].split("```c", 1)[1].split("```", 1)[0]
+    (tmp_path / "reader.c").write_text(code)
+    r = subprocess.run(["gcc", "-Wall", "-Wextra", "-Werror", f"-I{REPO / 'kmod'}",
+                        str(tmp_path / "reader.c"), "-o", str(tmp_path / "reader")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
