@@ -6,6 +6,9 @@
 #   ./run.sh [--lab FILE]
 set -eu
 repo=$(cd "$(dirname "$0")" && pwd)
+started=$(date +%s)
 "$repo/scripts/install.sh"
+THRASHLAB_INSTALL_SECONDS=$(( $(date +%s) - started ))
+export THRASHLAB_INSTALL_SECONDS
 cd "$repo"
 exec "$repo/.venv/bin/python" -m thrashlab.main "$@"
