@@ -217,6 +217,8 @@ class InventoryModule(BaseInventoryPlugin, Constructable):
             self.inventory.set_variable(name, "ansible_user", vm.get("user", "root"))
             self.inventory.set_variable(name, "ansible_ssh_private_key_file", ssh_key)
             self.inventory.set_variable(name, "ansible_ssh_common_args", common_args)
+            # The same file, by itself, for clients that are not ssh (the collector's paramiko).
+            self.inventory.set_variable(name, "thrashlab_known_hosts", known_hosts)
             if not _pid_alive(vm.get("pid")):
                 stopped.append("%s (pid %s)" % (name, vm.get("pid")))
         if missing:
@@ -289,6 +291,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable):
             if "identityfile" in conf:
                 self.inventory.set_variable(name, "ansible_ssh_private_key_file", conf["identityfile"])
             self.inventory.set_variable(name, "ansible_ssh_common_args", common_args)
+            self.inventory.set_variable(name, "thrashlab_known_hosts", known_hosts)
         missing = [n for n in lab.names if n not in configs]
         if missing:
             self.display.warning("thrashlab inventory: no Vagrant SSH settings for %s; %s."
