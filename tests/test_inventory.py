@@ -147,6 +147,7 @@ def test_local_testbed_gives_hosts_groups_and_ssh_settings(env):
     assert small["thrashlab_lab_file"] == str(env.lab)
     args = small["ansible_ssh_common_args"].split()
     assert f"UserKnownHostsFile={bed / 'known_hosts'}" in args
+    assert small["thrashlab_known_hosts"] == str(bed / "known_hosts")
     assert "StrictHostKeyChecking=yes" in args
     assert "IdentitiesOnly=yes" in args
     assert "StrictHostKeyChecking=no" not in small["ansible_ssh_common_args"]
