@@ -33,7 +33,7 @@ HELPERS = f"{REMOTE}/tests/pfprof"
 SOURCES = {"kmod": ["Kbuild", "Makefile", "dkms.conf", "*.c", "*.h"],
            "workloads": ["Makefile", "*.c"]}
 KERNEL_PROBLEMS = re.compile(
-    r"WARNING:|BUG:|BUG |Oops|general protection|Call Trace|list_(add|del) corruption|"
+    r"\bWARNING:|\bBUG:|kernel BUG|\bOops|general protection|Call Trace|list_(add|del) corruption|"
     r"refcount_t:|UBSAN|KASAN|kernel BUG|blocked for more than|possible circular locking|"
     r"sleeping function called from invalid context|scheduling while atomic|RCU stall|"
     r"soft lockup|hard LOCKUP")
