@@ -1,10 +1,12 @@
 """thrashlab's analysis: where each machine starts to thrash.
 
 ``python -m analysis {case1,case2,compare,report} [RUN]`` reads a run
-directory laid out as in docs/results-format.md (default ``results/latest``)
-and prints tables (``--format text|csv|markdown``, ``--json``), writes
-figures (PNG and SVG, one colour per machine in the lab's order) to
-``RUN/analysis/``, and, for ``report``, one self-contained HTML file.
+directory laid out as in docs/results-format.md (default: ``latest`` in the
+results directory ``thrashlab.paths.results_root()``, i.e.
+``$THRASHLAB_RESULTS_DIR``, else ``results/`` of the repository, whatever the
+current directory) and prints tables (``--format text|csv|markdown``,
+``--json``), writes figures (PNG and SVG, one colour per machine in the lab's
+order) to ``RUN/analysis/``, and, for ``report``, one self-contained HTML file.
 
 Modules: :mod:`analysis.case1`, :mod:`analysis.case2`, :mod:`analysis.compare`
 (the headline; Python API ``compare_rows(run_dir)`` and ``render_table(rows,

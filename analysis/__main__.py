@@ -9,16 +9,26 @@ import argparse
 import os
 import sys
 import textwrap
+from pathlib import Path
 
 from analysis import knee
 
 PROG = "python -m analysis"
-DEFAULT_RUN = "results/latest"
+
+
+def default_run() -> Path:
+    """The default RUN: ``latest`` in the results directory, the collector's newest
+    complete run (``$THRASHLAB_RESULTS_DIR``, else ``results/`` of the repository;
+    whatever the current directory)."""
+    from thrashlab.paths import results_root
+    return results_root() / "latest"
 
 
 def _run_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run", metavar="RUN", nargs="?", default=DEFAULT_RUN,
-                   help=f"run directory (default: {DEFAULT_RUN}, relative to the current directory)")
+    p.add_argument("run", metavar="RUN", nargs="?", default=None,
+                   help=f"run directory (default: {default_run()}, the collector's newest complete run: "
+                        f"'latest' in $THRASHLAB_RESULTS_DIR, else in the repository's results/, whatever "
+                        f"the current directory)")
 
 
 def _table_args(p: argparse.ArgumentParser, figures: bool = True) -> None:
@@ -80,8 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the headline: thrashing point N* per machine beside the prediction",
                        description=textwrap.fill(
                            "One row per machine: RAM, the thrashing point N*, the working-set prediction "
-                           "(mem_available / work_mb), peak throughput; and a figure of throughput and "
-                           "utilization vs N with the knees marked.", 78)
+                           "(mem_available / work_mb), peak throughput, and at N* the throughput, major-fault "
+                           "rate, starved processes and the slowest process's accesses/s; and a figure of "
+                           "throughput (summed, and of the slowest process) and utilization vs N with the "
+                           "knees marked.", 78)
                        + "\n\nThe thrashing point N*\n\n" + knee.RULE,
                        epilog=EPILOG)
     _table_args(p)
@@ -102,6 +114,12 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from analysis.errors import AnalysisError
     try:
+        if args.run is None:
+            args.run = str(default_run())
+            if not os.path.exists(args.run):
+                raise AnalysisError(args.run, None, "no such run directory (the default RUN: the newest "
+                                                    "complete run the collector pulled; give RUN, or set "
+                                                    "THRASHLAB_RESULTS_DIR)")
         return args.func(args)
     except AnalysisError as e:
         print(f"analysis: error: {e}", file=sys.stderr)

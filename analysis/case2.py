@@ -10,6 +10,13 @@ Per repeat (``RUN/<machine>/case2/n-NN/r-K/``):
   timed phase; direct reclaim is charged as system time, so it does not fall
   much when the machine thrashes (why the knee is not decided from it);
 - majflt_per_s: the sum of the processes' ``majflt`` (getrusage) / ``wall_s``;
+- slowest: the ``accesses_per_s`` of the slowest process.  Linux thrashes
+  unfairly: past the available memory some processes starve (100-3000
+  accesses/s) while the others keep running at full speed, so the sum hardly
+  moves and the slowest process shows the collapse;
+- in_memory: whether each process took at most max(50, 1% of its pages)
+  major faults (rule 1 of analysis.knee; pages: the work JSON's ``pages``,
+  else ``mb`` x 1 MiB / page size);
 - psi_some_avg10 / psi_full_avg10: the highest PSI memory avg10 (%) in
   psi-samples.csv; psi_some_pct / psi_full_pct: the ``total`` stall time
   (psi-after.txt minus psi-before.txt) as a percentage of ``wall_s``;
@@ -20,8 +27,12 @@ reproduce, and there is one per process, so they are used rather than
 profile.csv, which case2 does not read.
 
 Per N the repeats are aggregated as mean, min, max and sample standard
-deviation (and the median for throughput and major faults, which the knee
-rule in analysis.knee uses).
+deviation (and the median for throughput, major faults and the slowest
+process, which the knee rule in analysis.knee uses).
+
+run.json's ``starved`` (the runner's count of processes under 1% of the
+fastest one), where present, is checked against the work JSONs (warning when
+they disagree); the analysis itself uses the work JSONs.
 
 Bad input: a repeat whose run.json or any work-K.json is missing or corrupt,
 or whose run.json reports a non-zero exit code or an OOM kill, is dropped
@@ -40,15 +51,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from analysis import knee
 from analysis.errors import AnalysisError, Diagnostics
-from analysis.load import Machine, Run, number, read_csv, read_json, read_psi
+from analysis.load import MIB, Machine, Run, number, read_csv, read_json, read_psi
 from analysis.tables import Column
 
 N_DIR = re.compile(r"^n-(\d+)$")
 R_DIR = re.compile(r"^r-(\d+)$")
 
-METRICS = ("throughput", "cpu_util", "majflt_per_s", "psi_some_avg10", "psi_full_avg10",
+METRICS = ("throughput", "slowest", "cpu_util", "majflt_per_s", "psi_some_avg10", "psi_full_avg10",
            "psi_some_pct", "psi_full_pct", "overlap_s")
+MEDIANS = ("throughput", "slowest", "majflt_per_s")
 
 
 @dataclass
@@ -64,6 +77,9 @@ class Repeat:
     wall_s: float
     overlap_s: Optional[float]
     work_mb: Optional[float]
+    processes: tuple = ()          # each process's accesses_per_s, work-1 first
+    process_majflt: tuple = ()     # each process's majflt
+    process_pages: tuple = ()      # each process's size in pages (None: unknown)
     psi_some_avg10: Optional[float] = None
     psi_full_avg10: Optional[float] = None
     psi_some_pct: Optional[float] = None
@@ -76,6 +92,17 @@ class Repeat:
     @property
     def majflt_per_s(self) -> float:
         return self.majflt / self.wall_s
+
+    @property
+    def slowest(self) -> Optional[float]:
+        return min(self.processes) if self.processes else None
+
+    @property
+    def in_memory(self) -> bool:
+        return knee.ran_in_memory(self.process_majflt, self.process_pages)
+
+    def sample(self) -> knee.Sample:
+        return knee.Sample(self.throughput, self.majflt_per_s, tuple(self.processes), self.in_memory)
 
 
 @dataclass
@@ -142,31 +169,63 @@ def load_repeat(machine: Machine, n: int, r: int, rdir: Path, diag: Diagnostics)
         oom = run_json.get("oom_killed") or 0
         if isinstance(codes, list) and any(c != 0 for c in codes) or (isinstance(oom, int) and oom > 0):
             raise AnalysisError(rp, None, f"exit codes {codes}, oom_killed {oom}")
-        throughput = cpu = majflt = 0.0
+        cpu = 0.0
         accesses: Optional[float] = 0.0
         mbs = set()
+        procs, majs, pages = [], [], []
         for k in range(1, n + 1):
             wp = rdir / f"work-{k}.json"
             w = read_json(wp)
-            throughput += number(w, "accesses_per_s", wp, minimum=0)
+            procs.append(number(w, "accesses_per_s", wp, minimum=0))
             cpu += number(w, "utime_s", wp, minimum=0) + number(w, "stime_s", wp, minimum=0)
-            majflt += number(w, "majflt", wp, minimum=0)
+            majs.append(number(w, "majflt", wp, minimum=0))
             acc = number(w, "accesses", wp, required=False, minimum=0)
             accesses = None if acc is None or accesses is None else accesses + acc
             mb = number(w, "mb", wp, required=False, minimum=0)
             if mb is not None:
                 mbs.add(mb)
+            pages.append(_pages(w, wp, mb, machine.page_size))
     except AnalysisError as e:
         diag.warn_error(e, "this repeat is dropped")
         return None
+    _check_starved(run_json, rp, procs, diag)
     if run_json.get("timed_out") is True:
         diag.warn(rp, "the run timed out and its work processes were stopped; kept, their JSONs "
                       "measure the part that ran")
-    rep = Repeat(machine=machine.name, n=n, r=r, path=rdir, throughput=throughput, accesses=accesses,
-                 cpu_s=cpu, majflt=majflt, wall_s=wall, overlap_s=overlap,
-                 work_mb=mbs.pop() if len(mbs) == 1 else None)
+    rep = Repeat(machine=machine.name, n=n, r=r, path=rdir, throughput=sum(procs), accesses=accesses,
+                 cpu_s=cpu, majflt=sum(majs), wall_s=wall, overlap_s=overlap,
+                 work_mb=mbs.pop() if len(mbs) == 1 else None,
+                 processes=tuple(procs), process_majflt=tuple(majs), process_pages=tuple(pages))
     _load_psi(rep, rdir, diag)
     return rep
+
+
+def _check_starved(run_json: dict, rp: Path, procs: list, diag: Diagnostics) -> None:
+    """Cross-check run.json's ``starved`` (the runner's count of processes under 1% of the
+    fastest one) against the work JSONs; the analysis uses the work JSONs either way."""
+    try:
+        runner = number(run_json, "starved", rp, required=False, minimum=0, integer=True)
+    except AnalysisError as e:
+        diag.warn_error(e, "not cross-checked (the work JSONs are used)")
+        return
+    if runner is None or not procs:
+        return
+    ours = sum(1 for t in procs if t < 0.01 * max(procs))
+    if ours != runner:
+        diag.warn(rp, f"key 'starved' is {runner} but the work JSONs have {ours} process(es) under 1% "
+                      f"of the fastest; the work JSONs are used")
+
+
+def _pages(w: dict, wp: Path, mb: Optional[float], page_size: int) -> Optional[float]:
+    """The process's size in pages: the work JSON's ``pages``, else ``mb`` x 1 MiB / page size
+    (the work JSON's ``page_size``, else the machine's)."""
+    pages = number(w, "pages", wp, required=False, minimum=0)
+    if pages is not None:
+        return pages
+    if mb is None:
+        return None
+    ps = number(w, "page_size", wp, required=False, minimum=1)
+    return mb * MIB / (ps or page_size)
 
 
 def _load_psi(rep: Repeat, rdir: Path, diag: Diagnostics) -> None:
@@ -258,10 +317,10 @@ def rows(cases: list[Case2]) -> list[dict]:
 def _machine_columns() -> list[Column]:
     cols = [Column("machine"), Column("n", "N", "int"), Column("repeats", "reps", "int"),
             Column("repeats_dropped", "dropped", kind="int")]
-    digits = {"throughput": 0, "cpu_util": 3, "majflt_per_s": 2, "overlap_s": 2}
+    digits = {"throughput": 0, "slowest": 0, "cpu_util": 3, "majflt_per_s": 2, "overlap_s": 2}
     for metric in METRICS:
         for stat in ("mean", "min", "max", "sd", "median"):
-            if stat == "median" and metric not in ("throughput", "majflt_per_s"):
+            if stat == "median" and metric not in MEDIANS:
                 continue
             cols.append(Column(f"{metric}_{stat}", kind="float", digits=digits.get(metric, 2), human=False))
     return cols
@@ -271,7 +330,8 @@ def columns() -> list[Column]:
     """Text/Markdown show a selection (renamed short); CSV/JSON every statistic."""
     shown = {
         "throughput_mean": ("throughput", "si"), "throughput_min": ("thr_min", "si"),
-        "throughput_max": ("thr_max", "si"), "cpu_util_mean": ("cpu_util", "float"),
+        "throughput_max": ("thr_max", "si"), "slowest_median": ("slowest", "si"),
+        "cpu_util_mean": ("cpu_util", "float"),
         "majflt_per_s_mean": ("majflt/s", "float"), "majflt_per_s_max": ("majflt/s_max", "float"),
         "psi_some_avg10_mean": ("some_avg10", "float"), "psi_full_avg10_mean": ("full_avg10", "float"),
         "psi_some_pct_mean": ("some_%", "float"), "psi_full_pct_mean": ("full_%", "float"),
@@ -288,6 +348,8 @@ def columns() -> list[Column]:
 
 NOTES = [
     "throughput: accesses/s summed over the N processes (mean, min, max over the repeats)",
+    "slowest: accesses/s of the slowest process (median over the repeats): it collapses when some "
+    "processes starve, even where the sum hardly moves",
     "cpu_util: CPU time of the N processes (utime+stime, work JSONs) / wall time of the run",
     "majflt/s: major faults of the N processes per wall second (mean, max)",
     "some/full_avg10: highest PSI memory avg10 (%) during the run; some/full_%: stall / wall time",
@@ -322,8 +384,13 @@ def plot(run: Run, cases: list[Case2], out_dir: Path) -> list[Path]:
                 my = [max(v, 1.0) for v in my]
             ax.plot(mx, my, "-o", color=colour, label=label, markersize=4)
             ax.scatter(xs, ys, color=colour, alpha=0.35, s=14, linewidths=0)
+        slow = [(n, statistics.median(v)) for n in ns
+                if (v := [r.slowest for r in case.repeats[n] if r.slowest is not None])]
+        if slow:
+            ax_t.plot([n for n, _ in slow], [max(v, 1.0) for _, v in slow], "--", color=colour,
+                      marker="v", markersize=4, label=f"{case.machine.name}: slowest process")
     ax_t.set_yscale("log")
-    ax_t.set_ylabel("throughput (accesses/s, sum over N)")
+    ax_t.set_ylabel("accesses/s (solid: sum over N, dashed: slowest process)")
     ax_u.set_ylabel("CPU utilization (CPU s / wall s)")
     ax_f.set_yscale("symlog", linthresh=1.0)
     ax_f.set_ylim(0, max(ax_f.get_ylim()[1], 10))
@@ -336,7 +403,7 @@ def plot(run: Run, cases: list[Case2], out_dir: Path) -> list[Path]:
         ax.grid(True, alpha=0.3)
         plots.integer_ticks(ax)
     ax_t.legend(loc="best", fontsize="small")
-    fig.suptitle("Case Study 2: lines are medians over repeats, dots single repeats")
+    fig.suptitle("Case Study 2: lines are medians over repeats, dots single repeats (sums)")
     fig.tight_layout()
     return plots.save(fig, out_dir, "case2")
 

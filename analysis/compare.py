@@ -10,11 +10,20 @@ Columns (and keys of ``--json``):
   without ``mem_available_kb``);
 - ``thrashing_n``: N*, by the rule below (null: no knee inside the sweep);
 - ``peak_throughput`` / ``peak_n``: the highest per-N median throughput and its N;
-- ``throughput_at_n``, ``majflt_per_s_at_n``, ``repeats_thrashing_at_n``: the
-  median throughput, median major-fault rate and the repeats' votes at N*;
-- ``n_values`` (the N of the sweep with a usable repeat); in JSON also
-  ``baseline_throughput`` and ``fault_threshold_per_s`` at N*, the
-  ``anomalies`` and ``notes`` (disagreeing repeats, anomalies).
+- ``throughput_at_n``, ``majflt_per_s_at_n``: the median summed throughput and
+  median major-fault rate at N*;
+- ``starved_at_n``: how many processes starved at N* (ran below E(N*)/20,
+  median over the repeats), ``slowest_at_n``: the slowest process's
+  accesses/s at N* (median over the repeats): the collapse that the sum hides
+  when Linux thrashes unfairly;
+- ``repeats_thrashing_at_n``: the repeats' votes at N*;
+- ``n_values`` (the N of the sweep with a usable repeat); in JSON also, at
+  N*: ``collapse_at_n`` (what collapsed: ``sum``, ``starved``),
+  ``baseline_n_values`` (the smaller N whose in-memory runs make the
+  baseline), ``baseline_throughput`` (T0), ``expected_process_throughput``
+  (E(N*)), ``starved_threshold`` (E(N*)/20; null without a baseline),
+  ``fault_threshold_per_s``; and the ``anomalies`` and ``notes``
+  (disagreeing repeats, paging without a collapse, anomalies).
 
 Python API: :func:`compare_rows` (``run_dir -> list[dict]``, the JSON objects)
 and :func:`render_table` (those rows as text, csv, markdown or json).
@@ -44,17 +53,19 @@ COLUMNS = [
     Column("peak_n", kind="int"),
     Column("throughput_at_n", "throughput_at_n*", kind="si", digits=0),
     Column("majflt_per_s_at_n", "majflt/s_at_n*", kind="float", digits=1),
+    Column("starved_at_n", "starved_at_n*", kind="g", digits=1),
+    Column("slowest_at_n", "slowest_at_n*", kind="si", digits=0),
     Column("repeats_thrashing_at_n", "votes_at_n*"),
     Column("n_values", "sweep", kind="ranges"),
 ]
-JSON_EXTRA = ("baseline_throughput", "fault_threshold_per_s", "anomalies", "notes")
+JSON_EXTRA = ("collapse_at_n", "baseline_n_values", "baseline_throughput", "expected_process_throughput",
+              "starved_threshold", "fault_threshold_per_s", "anomalies", "notes")
 
 
 def machine_row(run: Run, case: c2.Case2) -> dict:
     m = case.machine
     work = c2.work_mb(case, run.diag)
-    samples = {n: [kn.Sample(r.throughput, r.majflt_per_s) for r in reps]
-               for n, reps in case.repeats.items() if reps}
+    samples = {n: [r.sample() for r in reps] for n, reps in case.repeats.items() if reps}
     knee = kn.find_knee(samples)
     avail = c2.mem_available_mb(case)
     if avail is None:
@@ -73,16 +84,25 @@ def machine_row(run: Run, case: c2.Case2) -> dict:
         "peak_n": peak.n,
         "throughput_at_n": at.throughput if at else None,
         "majflt_per_s_at_n": at.majflt_per_s if at else None,
+        "starved_at_n": at.starved if at else None,
+        "slowest_at_n": at.slowest if at else None,
         "repeats_thrashing_at_n": at.votes_text if at else None,
         "n_values": case.n_values,
-        "baseline_throughput": None if at is None or at.baseline_throughput is None
-        else round(at.baseline_throughput, 0),
+        "collapse_at_n": at.reasons if at else None,
+        "baseline_n_values": list(at.baseline.ns) if at else None,
+        "baseline_throughput": _round(at.baseline_throughput if at else None, 0),
+        "expected_process_throughput": _round(at.expected_process if at else None, 0),
+        "starved_threshold": _round(at.starved_threshold if at else None, 1),
         "fault_threshold_per_s": None if at is None else round(at.fault_threshold, 1),
         "anomalies": knee.anomalies,
         "notes": knee.notes,
         "_knee": knee,
         "_case": case,
     }
+
+
+def _round(v: Optional[float], digits: int) -> Optional[float]:
+    return None if v is None else round(v, digits)
 
 
 def rows_for(run: Run, cases: Optional[list] = None) -> list[dict]:
@@ -106,8 +126,13 @@ def notes_of(rows: Sequence[dict]) -> list[str]:
         notes += [f"note: {r['machine']}: {n}" for n in r.get("notes", [])]
     if notes or rows:
         notes.append("N*: the smallest N whose major-fault rate is far above the in-memory runs' and whose "
-                     "throughput fell below half of the smaller N's median; null: no knee in the sweep "
-                     "(the rule: python -m analysis compare --help).")
+                     "progress collapsed: the summed throughput fell below half of the in-memory runs' "
+                     "of smaller N, or at least one process starved (below 1/20 of the speed a process "
+                     "had in memory); null: no knee in the sweep (the rule: python -m analysis compare "
+                     "--help).")
+        notes.append("starved_at_n*, slowest_at_n*: starved processes and the slowest process's "
+                     "accesses/s at N* (medians over the repeats); Linux thrashes unfairly, so these "
+                     "collapse while the sum may hardly move.")
     return notes
 
 
@@ -132,6 +157,10 @@ def plot(run: Run, rows: list[dict], out_dir: Path) -> list[Path]:
         util = [_median([r.cpu_util for r in case.repeats[n]]) for n in ns]
         label = f"{case.machine.name} ({case.machine.memory_mb:g} MiB)"
         ax_t.plot(ns, thr, "-o", color=colour, label=label, markersize=4)
+        slow = [(p.n, max(p.slowest, 1.0)) for p in knee.points if p.slowest is not None]
+        if slow:
+            ax_t.plot([n for n, _ in slow], [v for _, v in slow], "--", color=colour, marker="v",
+                      markersize=4, label=f"{case.machine.name}: slowest process")
         ax_u.plot(ns, util, "-o", color=colour, label=label, markersize=4)
         if knee.n is not None:
             for ax in (ax_t, ax_u):
@@ -145,15 +174,16 @@ def plot(run: Run, rows: list[dict], out_dir: Path) -> list[Path]:
             ax_t.plot([], [], color=colour, linestyle=":",
                       label=f"{case.machine.name}: predicted {row['predicted_n']:.1f}")
     ax_t.set_yscale("log")
-    ax_t.set_ylabel("throughput (accesses/s, sum over N, median)")
+    ax_t.set_ylabel("accesses/s (median over repeats;\nsolid: sum over N, dashed: slowest process)")
     ax_u.set_ylabel("CPU utilization (CPU s / wall s, median)")
     ax_u.set_xlabel("N (processes)")
     for ax in (ax_t, ax_u):
         ax.grid(True, alpha=0.3)
         plots.integer_ticks(ax)
     ax_t.legend(loc="best", fontsize="small")
-    ax_t.set_title("Thrashing point per machine: solid line and triangle N*, dotted line the "
-                   "working-set prediction", fontsize="medium")
+    ax_t.set_title("Thrashing point per machine: solid vertical line and triangle N*, dotted line the "
+                   "working-set prediction;\ndashed curve the slowest process (it collapses where the "
+                   "sum may hardly move)", fontsize="medium")
     fig.tight_layout()
     return plots.save(fig, out_dir, "compare")
 

@@ -2,46 +2,77 @@
 
 The rule (``python -m analysis compare --help`` prints this text)
 ----------------------------------------------------------------
-Input: for every N of the sweep, each valid repeat's throughput T (accesses/s
-summed over the N processes) and major-fault rate F (major faults of the N
-processes per second of the run's wall time).  Per N, T(N) and F(N) are the
-medians over its repeats.  Walking the sweep in increasing N, for each N:
+Input, for every run (repeat) of every N of the sweep: the summed throughput
+T (accesses/s of the N processes added up), the major-fault rate F (major
+faults of the N processes per second of the run's wall time), and for each
+process its own accesses/s and major faults (its work-K.json).
 
-  baseline  T0 = median of T(M) over the smaller M of the sweep,
-            F0 = median of F(M) over the smaller M (0 for the first N).
-  A repeat of N thrashes when both hold:
-    (a) paging:   F > max(50/s, 20 x F0)
-    (b) collapse: T < 0.5 x T0
-        (for the first N there is no baseline; (b) becomes "at least one
-        major fault per 1000 accesses", F/T >= 0.001: a major fault costs
-        thousands of in-memory accesses, so the run is paging-bound).
-  N thrashes when at least half of its repeats thrash.
+1. Runs in memory.  A run was in memory when each of its processes took at
+   most max(50, 1% of its pages) major faults.  The test looks at no other
+   run, so the baseline cannot take in the paging it is meant to detect: in
+   memory a process takes 0-2 major faults (its binary), a process that
+   pages hundreds to thousands (a starved one 1-4k in an 8 s phase).  A run
+   at the edge of memory that paged at full speed (measured: N=4 on the
+   256 MiB VM, 0.5-2.5k major faults) is left out of the baseline.
 
-N* is the smallest N that thrashes and after which no larger N of the sweep
-is back in memory (F(M) <= that N's threshold max(50/s, 20 x F0)).  A
-thrashing N followed by one that is back in memory is reported as an anomaly
-and not taken as the knee; the last N needs no confirmation.  No thrashing
-N: N* is null (no knee inside the sweep), and the exit status is still 0.
+2. The baseline of N: the in-memory runs of the smaller N of the sweep.
+   For each smaller N the medians over its in-memory runs, then
+     T0 = median over those N of their T,
+     F0 = median over those N of their F,
+     P0 = median over those N of the median accesses/s of one process,
+     E(N) = min(P0, T0 / N): the speed one of N processes should have in
+            memory (they share the CPUs: at a larger N each gets less).
 
-Why both conditions: under emulation (TCG) in-memory throughput varies 2-3x
-between runs with about ten major faults per run, so a throughput-only rule
-calls noise a knee; paging brings thousands of major faults per run and
-drops throughput 10-1000x.  Condition (a) alone would take the first few
-hundred faults of a working set just past memory, before throughput suffers.
+3. A run of N thrashes when both hold:
+     (a) paging:    F > max(50/s, 20 x F0)
+     (b) progress collapsed, either
+           sum:     T < 0.5 x T0, or
+           starved: at least one process ran below E(N) / 20.
+   Without a baseline (the first N, or no smaller N ran in memory) F0 = 0
+   and (b) becomes: at least one major fault per 1000 accesses (F/T >=
+   0.001, paging-bound), or a process below 1/20 of the fastest one of the
+   same run.  N thrashes when at least half of its runs thrash.
+
+4. N* is the smallest N that thrashes and after which no larger N of the
+   sweep is back in memory (F(M) <= that N's threshold max(50/s, 20 x F0),
+   F(M) the median over M's runs).  A thrashing N followed by one that is
+   back in memory is reported as an anomaly and not taken as the knee; the
+   last N needs no confirmation.  No thrashing N: N* is null (no knee inside
+   the sweep), and the exit status is still 0.
+
+Why.  Linux thrashes unfairly: past the available memory the processes that
+filled last stay resident and run at full speed while the others starve at
+100-3000 accesses/s with thousands of major faults.  The sum hardly drops
+(measured, 512 MiB VM: 1.3-3.7M accesses/s at N=11-13 against 0.8-4.8M in
+memory) while the slowest process falls 60-1400x below E(N) exactly at the
+first N past the available memory, so (b) looks at every process, not only
+at the sum.  Under emulation (TCG) in-memory throughput varies 2-3x between
+runs with a few major faults each, so no throughput test counts without
+(a); and (a) alone is not enough: at the edge of memory a run can refault
+thousands of pages at full speed.  The sum test still inherits the noise of
+T0 there: with a single in-memory N below it (measured: N=1 at 5.5M, N=4
+at 2.6M paging at full speed) it would fire one N early, so a sweep should
+have two or more N in memory (the default sweeps do).  Why 1/20: over four full runs (256 and
+512 MiB VMs, 36 MiB processes) the slowest process of the first starving N
+ran at 0.0007-0.016 x E(N), while every process of the in-memory runs, and
+of the runs at the edge that paged at full speed, ran at 0.36 x E(N) or
+more (0.23 in a short sweep of 16 MiB processes): 1/20 leaves a factor of
+3 below and 4.6 above (1/100 would have missed the knee in two runs of the
+four).
 
 Disagreeing repeats: each repeat votes.  With an odd number of repeats the
 majority decides (the verdict of the median repeat): one collapsed run of
 three is a minority, noted, and N is not the knee.  With an even number a
-tie counts as thrashing: a collapse with thousands of major faults is never
-emulation noise, so half of the runs collapsing means N is at the edge.
-The baselines use per-N medians, so one stray repeat at a smaller N does
-not move them.
+tie counts as thrashing: a collapse or a starved process with thousands of
+major faults is never emulation noise, so half of the runs collapsing means
+N is at the edge.  The baselines use per-N medians, so one stray repeat at a
+smaller N does not move them.
 """
 from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Optional, Tuple, Union
+from typing import Iterable, Mapping, Optional, Sequence, Tuple, Union
 
 _SEP = "----------------------------------------------------------------\n"
 RULE = (__doc__.split(_SEP, 1)[1] if __doc__ else
@@ -49,32 +80,168 @@ RULE = (__doc__.split(_SEP, 1)[1] if __doc__ else
 
 FAULT_FLOOR_PER_S = 50.0     # (a): never below this many major faults per second
 FAULT_FACTOR = 20.0          # (a): ... nor below this multiple of the baseline rate
-COLLAPSE_FRACTION = 0.5      # (b): throughput below this share of the baseline
-FIRST_N_FAULTS_PER_ACCESS = 1e-3   # (b) at the first N: paging-bound
+COLLAPSE_FRACTION = 0.5      # (b) sum: throughput below this share of the baseline
+STARVED_FRACTION = 0.05      # (b) starved: a process below this share of E(N)
+FIRST_N_FAULTS_PER_ACCESS = 1e-3   # (b) without a baseline: paging-bound
+IN_MEMORY_FLOOR = 50         # 1.: major faults a process may take in an in-memory run ...
+IN_MEMORY_PAGE_SHARE = 0.01  # ... or this share of its pages, whichever is larger
+# Python API only: a Sample that does not say whether it ran in memory (no
+# per-process fault counts) counts as in memory below this rate: 50 major
+# faults in a 20 s run.
+IN_MEMORY_RATE_PER_S = 2.5
+
+
+def in_memory_allowance(pages: Optional[float]) -> float:
+    """The most major faults one process of ``pages`` pages may take in an in-memory run."""
+    return max(IN_MEMORY_FLOOR, IN_MEMORY_PAGE_SHARE * pages) if pages else float(IN_MEMORY_FLOOR)
+
+
+def ran_in_memory(majflts: Sequence[float], pages: Sequence[Optional[float]]) -> bool:
+    """Rule 1: every process took at most :func:`in_memory_allowance` major faults."""
+    return all(m <= in_memory_allowance(p) for m, p in zip(majflts, pages))
 
 
 @dataclass(frozen=True)
 class Sample:
-    """One repeat: summed throughput (accesses/s) and major faults per second."""
+    """One run (repeat) of N processes.
+
+    ``processes``: each process's accesses/s (empty: unknown, the starvation
+    test is then skipped for this run).  ``in_memory``: rule 1, from the
+    processes' major faults (:func:`ran_in_memory`); None: judged from the
+    rate, F <= IN_MEMORY_RATE_PER_S.
+    """
     throughput: float
     majflt_per_s: float
+    processes: Tuple[float, ...] = ()
+    in_memory: Optional[bool] = None
+
+    @property
+    def ran_in_memory(self) -> bool:
+        if self.in_memory is not None:
+            return self.in_memory
+        return self.majflt_per_s <= IN_MEMORY_RATE_PER_S
+
+    @property
+    def slowest(self) -> Optional[float]:
+        return min(self.processes) if self.processes else None
+
+
+def sample(processes: Sequence[float], majflts: Sequence[float], wall_s: float,
+           pages: Union[None, float, Sequence[Optional[float]]] = None) -> Sample:
+    """A Sample from per-process accesses/s and major faults, the run's wall time and
+    the processes' sizes in pages (one number for all, or one per process)."""
+    if pages is None or isinstance(pages, (int, float)):
+        pages = [pages] * len(majflts)
+    return Sample(throughput=float(sum(processes)), majflt_per_s=float(sum(majflts)) / wall_s,
+                  processes=tuple(float(p) for p in processes),
+                  in_memory=ran_in_memory(majflts, pages))
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """Rule 2 for one N: built from the in-memory runs of ``ns`` (the smaller N)."""
+    ns: Tuple[int, ...] = ()
+    throughput: Optional[float] = None           # T0
+    majflt_per_s: float = 0.0                    # F0
+    process_throughput: Optional[float] = None   # P0
+
+    def expected_process(self, n: int) -> Optional[float]:
+        """E(N) = min(P0, T0 / N); None without a baseline."""
+        candidates = [v for v in (self.process_throughput,
+                                  None if self.throughput is None else self.throughput / n) if v is not None]
+        return min(candidates) if candidates else None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Rule 3 for one run."""
+    paging: bool                 # (a)
+    sum_collapsed: bool          # (b) sum (without a baseline: paging-bound, F/T >= 0.001)
+    starved: Optional[int]       # processes under the starvation threshold (None: no per-process data)
+
+    @property
+    def collapsed(self) -> bool:
+        return self.sum_collapsed or bool(self.starved)
+
+    @property
+    def thrashes(self) -> bool:
+        return self.paging and self.collapsed
+
+    @property
+    def reasons(self) -> list[str]:
+        return (["sum"] if self.sum_collapsed else []) + (["starved"] if self.starved else [])
+
+
+def judge(s: Sample, baseline_throughput: Optional[float], fault_threshold: float,
+          starved_below: Optional[float] = None) -> Verdict:
+    """Rule 3 for one run.  ``starved_below``: E(N)/20 in accesses/s; None without a
+    baseline (then 1/20 of the run's fastest process, and (b) sum becomes paging-bound)."""
+    paging = s.majflt_per_s > fault_threshold
+    if baseline_throughput is None:
+        collapsed = s.throughput <= 0 or s.majflt_per_s / s.throughput >= FIRST_N_FAULTS_PER_ACCESS
+    else:
+        collapsed = s.throughput < COLLAPSE_FRACTION * baseline_throughput
+    starved = None
+    if s.processes:
+        limit = starved_below if starved_below is not None else STARVED_FRACTION * max(s.processes)
+        starved = sum(1 for p in s.processes if p < limit)
+    return Verdict(paging=paging, sum_collapsed=collapsed, starved=starved)
+
+
+def repeat_thrashes(s: Sample, baseline_throughput: Optional[float], fault_threshold: float,
+                    starved_below: Optional[float] = None) -> bool:
+    return judge(s, baseline_throughput, fault_threshold, starved_below).thrashes
 
 
 @dataclass
 class Point:
     n: int
     repeats: int
-    throughput: float            # median over repeats
-    majflt_per_s: float          # median over repeats
-    baseline_throughput: Optional[float]   # T0 (None at the first N)
-    baseline_majflt_per_s: float           # F0
+    throughput: float            # median T over the repeats
+    majflt_per_s: float          # median F over the repeats
+    baseline: Baseline
     fault_threshold: float       # max(floor, factor x F0)
+    starved_threshold: Optional[float]   # E(N) / 20 (None: no baseline, the run's fastest / 20)
+    verdicts: list[Verdict]
+    in_memory: int               # repeats that ran in memory (rule 1)
+    slowest: Optional[float]     # median over the repeats of the slowest process's accesses/s
     votes: int                   # repeats that thrash
     thrashes: bool
 
     @property
     def votes_text(self) -> str:
         return f"{self.votes}/{self.repeats}"
+
+    @property
+    def baseline_throughput(self) -> Optional[float]:
+        return self.baseline.throughput
+
+    @property
+    def baseline_majflt_per_s(self) -> float:
+        return self.baseline.majflt_per_s
+
+    @property
+    def expected_process(self) -> Optional[float]:
+        return self.baseline.expected_process(self.n)
+
+    @property
+    def paging_votes(self) -> int:
+        return sum(v.paging for v in self.verdicts)
+
+    @property
+    def starved(self) -> Optional[float]:
+        """Median over the repeats (with per-process data) of the starved processes."""
+        counts = [v.starved for v in self.verdicts if v.starved is not None]
+        return statistics.median(counts) if counts else None
+
+    @property
+    def reasons(self) -> list[str]:
+        """Why the thrashing repeats collapsed: "sum", "starved" (each once)."""
+        out: list[str] = []
+        for v in self.verdicts:
+            if v.thrashes:
+                out += [r for r in v.reasons if r not in out]
+        return sorted(out)
 
 
 @dataclass
@@ -95,39 +262,71 @@ SampleLike = Union[Sample, Tuple[float, float]]
 
 
 def _sample(s: SampleLike) -> Sample:
-    return s if isinstance(s, Sample) else Sample(float(s[0]), float(s[1]))
+    if isinstance(s, Sample):
+        return s
+    if len(s) == 3:
+        return Sample(float(s[0]), float(s[1]), tuple(float(p) for p in s[2]))
+    return Sample(float(s[0]), float(s[1]))
 
 
-def repeat_thrashes(s: Sample, baseline_throughput: Optional[float], fault_threshold: float) -> bool:
-    if not s.majflt_per_s > fault_threshold:
-        return False
-    if baseline_throughput is None:
-        return s.throughput <= 0 or s.majflt_per_s / s.throughput >= FIRST_N_FAULTS_PER_ACCESS
-    return s.throughput < COLLAPSE_FRACTION * baseline_throughput
+def _median(values: Iterable[float]) -> Optional[float]:
+    values = list(values)
+    return statistics.median(values) if values else None
+
+
+def baseline_for(data: Mapping[int, Sequence[Sample]], smaller: Iterable[int]) -> Baseline:
+    """Rule 2: the baseline from the in-memory runs of the ``smaller`` N."""
+    ns, ts, fs, ps = [], [], [], []
+    for m in smaller:
+        quiet = [s for s in data[m] if s.ran_in_memory]
+        if not quiet:
+            continue
+        ns.append(m)
+        ts.append(statistics.median(s.throughput for s in quiet))
+        fs.append(statistics.median(s.majflt_per_s for s in quiet))
+        procs = [p for s in quiet for p in s.processes]
+        if procs:
+            ps.append(statistics.median(procs))
+    if not ns:
+        return Baseline()
+    return Baseline(ns=tuple(ns), throughput=statistics.median(ts), majflt_per_s=statistics.median(fs),
+                    process_throughput=_median(ps))
 
 
 def find_knee(sweep: Mapping[int, Iterable[SampleLike]]) -> Knee:
-    """Apply the rule above to ``{N: [samples of its repeats]}``; N without samples are ignored."""
+    """Apply the rule above to ``{N: [samples of its repeats]}``; N without samples are ignored.
+
+    A sample is a :class:`Sample` (see :func:`sample`), or ``(T, F)``, or
+    ``(T, F, per-process accesses/s)``.
+    """
     data = {int(n): [_sample(s) for s in samples] for n, samples in sweep.items()}
     ns = sorted(n for n, samples in data.items() if samples)
-    med_t = {n: statistics.median(s.throughput for s in data[n]) for n in ns}
-    med_f = {n: statistics.median(s.majflt_per_s for s in data[n]) for n in ns}
     knee = Knee(n=None)
     for i, n in enumerate(ns):
-        smaller = ns[:i]
-        t0 = statistics.median(med_t[m] for m in smaller) if smaller else None
-        f0 = statistics.median(med_f[m] for m in smaller) if smaller else 0.0
-        threshold = max(FAULT_FLOOR_PER_S, FAULT_FACTOR * f0)
-        votes = sum(repeat_thrashes(s, t0, threshold) for s in data[n])
+        base = baseline_for(data, ns[:i])
+        threshold = max(FAULT_FLOOR_PER_S, FAULT_FACTOR * base.majflt_per_s)
+        expected = base.expected_process(n)
+        starved_below = None if expected is None else STARVED_FRACTION * expected
+        verdicts = [judge(s, base.throughput, threshold, starved_below) for s in data[n]]
+        votes = sum(v.thrashes for v in verdicts)
         reps = len(data[n])
-        knee.points.append(Point(n=n, repeats=reps, throughput=med_t[n], majflt_per_s=med_f[n],
-                                 baseline_throughput=t0, baseline_majflt_per_s=f0,
-                                 fault_threshold=threshold, votes=votes,
-                                 thrashes=2 * votes >= reps))
+        knee.points.append(Point(
+            n=n, repeats=reps, throughput=statistics.median(s.throughput for s in data[n]),
+            majflt_per_s=statistics.median(s.majflt_per_s for s in data[n]), baseline=base,
+            fault_threshold=threshold, starved_threshold=starved_below, verdicts=verdicts,
+            in_memory=sum(s.ran_in_memory for s in data[n]),
+            slowest=_median(s.slowest for s in data[n] if s.slowest is not None),
+            votes=votes, thrashes=2 * votes >= reps))
     for i, p in enumerate(knee.points):
         if 0 < p.votes < p.repeats:
             verdict = "at least half: N thrashes" if p.thrashes else "a minority: N does not thrash"
             knee.notes.append(f"N={p.n}: {p.votes} of {p.repeats} repeats thrashed ({verdict})")
+        if p.votes == 0 and 2 * p.paging_votes >= p.repeats:
+            note = (f"N={p.n}: paging ({p.majflt_per_s:.1f} major faults/s > {p.fault_threshold:.1f}/s) "
+                    f"but progress did not collapse: not the knee")
+            if p.in_memory == 0:
+                note += "; left out of the larger N's baselines"
+            knee.notes.append(note)
         if not p.thrashes or knee.n is not None:
             continue
         back = [q.n for q in knee.points[i + 1:] if q.majflt_per_s <= p.fault_threshold]

@@ -16,6 +16,7 @@ from typing import Any, Optional
 from analysis.errors import AnalysisError, Diagnostics
 
 PAGE_SIZE = 4096
+MIB = 1024 * 1024
 # One colour per machine, assigned in the lab's order (matplotlib's tab10).
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
            "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]

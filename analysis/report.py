@@ -46,7 +46,7 @@ def html_table(rows: Sequence[dict], columns: Sequence[Column]) -> str:
     for r in rows:
         cells = []
         for c in cols:
-            cls = ' class="num"' if c.kind in ("int", "float", "si") else ""
+            cls = ' class="num"' if c.kind in ("int", "float", "si", "g") else ""
             cells.append(f"<td{cls}>{_e(human(c, r.get(c.key)))}</td>")
         out.append("<tr>" + "".join(cells) + "</tr>")
     out.append("</table>")
@@ -136,7 +136,7 @@ def build(run: Run, out_dir: Path) -> str:
         parts.append(notes_html(cmp.notes_of(rows)))
         for p in cmp.plot(run, rows, out_dir):
             if p.suffix == ".png":
-                parts.append(image(p, "throughput and utilization vs N, knees marked"))
+                parts.append(image(p, "throughput (sum and slowest process) and utilization vs N, knees marked"))
         parts.append("<details><summary>The rule for N*</summary><pre>" + _e(knee.RULE) + "</pre></details>")
         parts.append("<h2>Case Study 2</h2>")
         parts.append(html_table(c2.rows(cases), c2.columns()))

@@ -23,6 +23,7 @@ class Column:
     key: str
     header: Optional[str] = None
     kind: str = "str"          # str | int | float | si (a count or rate shown with k/M/G) | ranges
+    #                            | g (a number shown without trailing zeros: 2, 1.5)
     digits: int = 1            # decimals of float columns (text and machine formats)
     human: bool = True         # shown in text and Markdown (machine formats show every column)
 
@@ -64,6 +65,8 @@ def human(col: Column, v: Any) -> str:
         return str(int(v))
     if col.kind == "float":
         return f"{float(v):.{col.digits}f}"
+    if col.kind == "g":
+        return f"{round(float(v), col.digits):g}"
     if col.kind == "ranges":
         return ranges(v)
     if isinstance(v, (list, tuple)):
@@ -91,14 +94,14 @@ def machine(col: Column, v: Any) -> Any:
         return None
     if col.kind == "int":
         return int(v)
-    if col.kind in ("float", "si"):
+    if col.kind in ("float", "si", "g"):
         r = round(float(v), col.digits)
-        return int(r) if col.digits == 0 else r
+        return int(r) if col.digits == 0 or (col.kind == "g" and r.is_integer()) else r
     return v
 
 
 def _is_numeric(col: Column) -> bool:
-    return col.kind in ("int", "float", "si")
+    return col.kind in ("int", "float", "si", "g")
 
 
 def render_text(rows: Sequence[dict], columns: Sequence[Column]) -> str:

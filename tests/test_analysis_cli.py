@@ -1,9 +1,17 @@
 """The command line, run as ``python -m analysis`` on the hand-made result directories.
 
 Every table is compared whole against the exact text below (the numbers were
-checked by hand against tests/fixtures/make_fixtures.py: e.g. small N=3:
-(9000 + 7500) / 2 = 8.25k accesses/s, 30000/40 s and 28000/40 s major faults
--> 725/s; N* = 3 because 725/s > 50/s and 8.25k < half of median(6.0M, 10.15M)).
+checked by hand against tests/fixtures/make_fixtures.py).  Small machine of
+"good": N=1 ran in memory (9 and 11 major faults); N=2 pages (1483/21 s and
+1322/21 s -> 66.8/s > 50/s) at full speed (no process starved, sum 10.2M), so
+it is not the knee, and as one process took 1.3-1.5k major faults (> 61, 1%
+of its 6144 pages) it is left out of the baseline.  N=3: baseline N=1 only,
+T0 = 6.0M, P0 = 6.0M, E(3) = min(6.0M, 6.0M/3) = 2.0M, starved below 100k;
+the sum (5.20M and 4.70M, median 4.95M) stays above 0.5 x T0 = 3.0M, but one
+process starves in each repeat (1.2k and 0.9k, median 1.05k) with
+(8952 + 9803) / 80 s = 234.4 major faults/s: N* = 3.  (The old sum-only rule
+found no knee here: 4.95M > half of median(6.0M, 10.15M).)  The large
+machine never pages: no knee.
 Table tests pass --no-plots so that nothing is written into the fixtures;
 figures are tested on a copy in test_analysis_figures.py.
 """
@@ -31,29 +39,36 @@ def check(args, stdout, stderr="", rc=0):
 
 
 COMPARE_TEXT = """\
-machine  memory_mb  avail_mb  work_mb  predicted_n  thrashing_n  peak_throughput  peak_n  throughput_at_n*  majflt/s_at_n*  votes_at_n*  sweep
--------  ---------  --------  -------  -----------  -----------  ---------------  ------  ----------------  --------------  -----------  -----
-small          256      60.0     24.0         2.50            3            10.2M       2             8.25k           725.0  2/2          1-4
-large          512     200.0     24.0         8.33            -            14.0M       3                 -               -  -            1-4
+machine  memory_mb  avail_mb  work_mb  predicted_n  thrashing_n  peak_throughput  peak_n  throughput_at_n*  majflt/s_at_n*  starved_at_n*  slowest_at_n*  votes_at_n*  sweep
+-------  ---------  --------  -------  -----------  -----------  ---------------  ------  ----------------  --------------  -------------  -------------  -----------  -----
+small          256      60.0     24.0         2.50            3            10.2M       2             4.95M           234.4              1          1.05k  2/2          1-4
+large          512     200.0     24.0         8.33            -            14.0M       3                 -               -              -              -  -            1-4
 
-N*: the smallest N whose major-fault rate is far above the in-memory runs' and whose throughput fell
-  below half of the smaller N's median; null: no knee in the sweep (the rule: python -m analysis
-  compare --help).
+note: small: N=2: paging (66.8 major faults/s > 50.0/s) but progress did not collapse: not the knee;
+  left out of the larger N's baselines
+N*: the smallest N whose major-fault rate is far above the in-memory runs' and whose progress
+  collapsed: the summed throughput fell below half of the in-memory runs' of smaller N, or at least
+  one process starved (below 1/20 of the speed a process had in memory); null: no knee in the sweep
+  (the rule: python -m analysis compare --help).
+starved_at_n*, slowest_at_n*: starved processes and the slowest process's accesses/s at N* (medians
+  over the repeats); Linux thrashes unfairly, so these collapse while the sum may hardly move.
 """
 
 COMPARE_CSV = """\
-machine,memory_mb,mem_available_mb,work_mb,predicted_n,thrashing_n,peak_throughput,peak_n,throughput_at_n,majflt_per_s_at_n,repeats_thrashing_at_n,n_values
-small,256,60.0,24.0,2.5,3,10150000,2,8250,725.0,2/2,"1,2,3,4"
-large,512,200.0,24.0,8.33,,14000000,3,,,,"1,2,3,4"
+machine,memory_mb,mem_available_mb,work_mb,predicted_n,thrashing_n,peak_throughput,peak_n,throughput_at_n,majflt_per_s_at_n,starved_at_n,slowest_at_n,repeats_thrashing_at_n,n_values
+small,256,60.0,24.0,2.5,3,10150000,2,4951050,234.4,1,1050,2/2,"1,2,3,4"
+large,512,200.0,24.0,8.33,,14000000,3,,,,,,"1,2,3,4"
 """
 
 COMPARE_MARKDOWN = """\
-| machine | memory_mb | avail_mb | work_mb | predicted_n | thrashing_n | peak_throughput | peak_n | throughput_at_n* | majflt/s_at_n* | votes_at_n* | sweep |
-|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|
-| small | 256 | 60.0 | 24.0 | 2.50 | 3 | 10.2M | 2 | 8.25k | 725.0 | 2/2 | 1-4 |
-| large | 512 | 200.0 | 24.0 | 8.33 | - | 14.0M | 3 | - | - | - | 1-4 |
+| machine | memory_mb | avail_mb | work_mb | predicted_n | thrashing_n | peak_throughput | peak_n | throughput_at_n* | majflt/s_at_n* | starved_at_n* | slowest_at_n* | votes_at_n* | sweep |
+|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|
+| small | 256 | 60.0 | 24.0 | 2.50 | 3 | 10.2M | 2 | 4.95M | 234.4 | 1 | 1.05k | 2/2 | 1-4 |
+| large | 512 | 200.0 | 24.0 | 8.33 | - | 14.0M | 3 | - | - | - | - | - | 1-4 |
 
-- N*: the smallest N whose major-fault rate is far above the in-memory runs' and whose throughput fell below half of the smaller N's median; null: no knee in the sweep (the rule: python -m analysis compare --help).
+- note: small: N=2: paging (66.8 major faults/s > 50.0/s) but progress did not collapse: not the knee; left out of the larger N's baselines
+- N*: the smallest N whose major-fault rate is far above the in-memory runs' and whose progress collapsed: the summed throughput fell below half of the in-memory runs' of smaller N, or at least one process starved (below 1/20 of the speed a process had in memory); null: no knee in the sweep (the rule: python -m analysis compare --help).
+- starved_at_n*, slowest_at_n*: starved processes and the slowest process's accesses/s at N* (medians over the repeats); Linux thrashes unfairly, so these collapse while the sum may hardly move.
 """
 
 COMPARE_JSON = """\
@@ -67,8 +82,10 @@ COMPARE_JSON = """\
     "thrashing_n": 3,
     "peak_throughput": 10150000,
     "peak_n": 2,
-    "throughput_at_n": 8250,
-    "majflt_per_s_at_n": 725.0,
+    "throughput_at_n": 4951050,
+    "majflt_per_s_at_n": 234.4,
+    "starved_at_n": 1,
+    "slowest_at_n": 1050,
     "repeats_thrashing_at_n": "2/2",
     "n_values": [
       1,
@@ -76,10 +93,20 @@ COMPARE_JSON = """\
       3,
       4
     ],
-    "baseline_throughput": 8075000.0,
+    "collapse_at_n": [
+      "starved"
+    ],
+    "baseline_n_values": [
+      1
+    ],
+    "baseline_throughput": 6000000.0,
+    "expected_process_throughput": 2000000.0,
+    "starved_threshold": 100000.0,
     "fault_threshold_per_s": 50.0,
     "anomalies": [],
-    "notes": []
+    "notes": [
+      "N=2: paging (66.8 major faults/s > 50.0/s) but progress did not collapse: not the knee; left out of the larger N's baselines"
+    ]
   },
   {
     "machine": "large",
@@ -92,6 +119,8 @@ COMPARE_JSON = """\
     "peak_n": 3,
     "throughput_at_n": null,
     "majflt_per_s_at_n": null,
+    "starved_at_n": null,
+    "slowest_at_n": null,
     "repeats_thrashing_at_n": null,
     "n_values": [
       1,
@@ -99,7 +128,11 @@ COMPARE_JSON = """\
       3,
       4
     ],
+    "collapse_at_n": null,
+    "baseline_n_values": null,
     "baseline_throughput": null,
+    "expected_process_throughput": null,
+    "starved_threshold": null,
     "fault_threshold_per_s": null,
     "anomalies": [],
     "notes": []
@@ -108,18 +141,20 @@ COMPARE_JSON = """\
 """
 
 CASE2_TEXT = """\
-machine  N  reps  dropped  throughput  thr_min  thr_max  cpu_util  majflt/s  majflt/s_max  some_avg10  full_avg10  some_%  full_%  overlap_s
--------  -  ----  -------  ----------  -------  -------  --------  --------  ------------  ----------  ----------  ------  ------  ---------
-small    1     2        0       6.00M    5.90M    6.10M     0.873      0.50          0.55        0.00        0.00    0.00    0.00      12.00
-small    2     2        0       10.2M    8.00M    12.3M     0.878      0.48          0.57        0.25        0.10    0.25    0.10      11.80
-small    3     2        0       8.25k    7.50k    9.00k     0.523    725.00        750.00       23.50       15.00   61.25   41.25      11.00
-small    4     2        0       5.60k    5.20k    6.00k     0.528    950.00       1000.00       28.50       17.00   71.00   51.00      10.50
-large    1     2        0       5.15M    4.80M    5.50M     0.873      0.47          0.50        0.00        0.00    0.00    0.00      12.00
-large    2     2        0       7.45M    3.90M    11.0M     0.878      0.52          0.57        0.00        0.00    0.00    0.00      11.90
-large    3     2        0       14.0M    13.8M    14.2M     0.882      0.55          0.59        0.00        0.00    0.00    0.00      11.80
-large    4     2        0       10.1M    5.10M    15.0M     0.886      0.57          0.61        0.10        0.00    0.05    0.00      11.60
+machine  N  reps  dropped  throughput  thr_min  thr_max  slowest  cpu_util  majflt/s  majflt/s_max  some_avg10  full_avg10  some_%  full_%  overlap_s
+-------  -  ----  -------  ----------  -------  -------  -------  --------  --------  ------------  ----------  ----------  ------  ------  ---------
+small    1     2        0       6.00M    5.90M    6.10M    6.00M     0.873      0.50          0.55        0.00        0.00    0.00    0.00      12.00
+small    2     2        0       10.2M    8.00M    12.3M    4.95M     0.498     66.79         70.62        0.25        0.10    0.25    0.10      11.80
+small    3     2        0       4.95M    4.70M    5.20M    1.05k     0.523    234.44        245.07       23.50       15.00   61.25   41.25      11.00
+small    4     2        0       2.75M    2.60M    2.90M      650     0.528    570.09        600.08       28.50       17.00   71.00   51.00      10.50
+large    1     2        0       5.15M    4.80M    5.50M    5.15M     0.873      0.47          0.50        0.00        0.00    0.00    0.00      12.00
+large    2     2        0       7.45M    3.90M    11.0M    3.55M     0.878      0.52          0.57        0.00        0.00    0.00    0.00      11.90
+large    3     2        0       14.0M    13.8M    14.2M    4.24M     0.882      0.55          0.59        0.00        0.00    0.00    0.00      11.80
+large    4     2        0       10.1M    5.10M    15.0M    2.18M     0.886      0.57          0.61        0.10        0.00    0.05    0.00      11.60
 
 throughput: accesses/s summed over the N processes (mean, min, max over the repeats)
+slowest: accesses/s of the slowest process (median over the repeats): it collapses when some
+  processes starve, even where the sum hardly moves
 cpu_util: CPU time of the N processes (utime+stime, work JSONs) / wall time of the run
 majflt/s: major faults of the N processes per wall second (mean, max)
 some/full_avg10: highest PSI memory avg10 (%) during the run; some/full_%: stall / wall time
@@ -166,18 +201,20 @@ large,pair-B,total,,,,128,24000,32768,32828,0,33068,0,,32768
 """
 
 WARNINGS_CASE2_TEXT = """\
-machine  N  reps  dropped  throughput  thr_min  thr_max  cpu_util  majflt/s  majflt/s_max  some_avg10  full_avg10  some_%  full_%  overlap_s
--------  -  ----  -------  ----------  -------  -------  --------  --------  ------------  ----------  ----------  ------  ------  ---------
-small    1     2        0       6.00M    5.90M    6.10M     0.873      0.50          0.55        0.00        0.00    0.00    0.00      12.00
-small    2     1        1       12.3M    12.3M    12.3M     0.878      0.57          0.57        0.50        0.20    0.50    0.20      11.80
-small    3     2        0       8.25k    7.50k    9.00k     0.523    725.00        750.00       23.50       15.00   61.25   41.25      11.00
-small    4     2        0       5.60k    5.20k    6.00k     0.528    950.00       1000.00       28.50       17.00   70.00   50.00      10.50
-large    1     2        0       5.15M    4.80M    5.50M     0.873      0.47          0.50        0.00        0.00    0.00    0.00      12.00
-large    2     2        0       7.45M    3.90M    11.0M     0.878      0.52          0.57        0.00        0.00    0.00    0.00      11.90
-large    3     1        1       13.8M    13.8M    13.8M     0.882      0.59          0.59        0.00        0.00    0.00    0.00      11.80
-large    4     2        0       10.1M    5.10M    15.0M     0.886      0.57          0.61        0.10        0.00    0.05    0.00      11.60
+machine  N  reps  dropped  throughput  thr_min  thr_max  slowest  cpu_util  majflt/s  majflt/s_max  some_avg10  full_avg10  some_%  full_%  overlap_s
+-------  -  ----  -------  ----------  -------  -------  -------  --------  --------  ------------  ----------  ----------  ------  ------  ---------
+small    1     2        0       6.00M    5.90M    6.10M    6.00M     0.873      0.50          0.55        0.00        0.00    0.00    0.00      12.00
+small    2     1        1       12.3M    12.3M    12.3M    6.00M     0.498     70.62         70.62        0.50        0.20    0.50    0.20      11.80
+small    3     2        0       4.95M    4.70M    5.20M    1.05k     0.523    234.44        245.07       23.50       15.00   61.25   41.25      11.00
+small    4     2        0       2.75M    2.60M    2.90M      650     0.528    570.09        600.08       28.50       17.00   70.00   50.00      10.50
+large    1     2        0       5.15M    4.80M    5.50M    5.15M     0.873      0.47          0.50        0.00        0.00    0.00    0.00      12.00
+large    2     2        0       7.45M    3.90M    11.0M    3.55M     0.878      0.52          0.57        0.00        0.00    0.00    0.00      11.90
+large    3     1        1       13.8M    13.8M    13.8M    4.18M     0.882      0.59          0.59        0.00        0.00    0.00    0.00      11.80
+large    4     2        0       10.1M    5.10M    15.0M    2.18M     0.886      0.57          0.61        0.10        0.00    0.05    0.00      11.60
 
 throughput: accesses/s summed over the N processes (mean, min, max over the repeats)
+slowest: accesses/s of the slowest process (median over the repeats): it collapses when some
+  processes starve, even where the sum hardly moves
 cpu_util: CPU time of the N processes (utime+stime, work JSONs) / wall time of the run
 majflt/s: major faults of the N processes per wall second (mean, max)
 some/full_avg10: highest PSI memory avg10 (%) during the run; some/full_%: stall / wall time
@@ -193,14 +230,19 @@ analysis: warning: tests/fixtures/results/warnings/large/case2/n-03/r-1/run.json
 """
 
 WARNINGS_COMPARE_TEXT = """\
-machine  memory_mb  avail_mb  work_mb  predicted_n  thrashing_n  peak_throughput  peak_n  throughput_at_n*  majflt/s_at_n*  votes_at_n*  sweep
--------  ---------  --------  -------  -----------  -----------  ---------------  ------  ----------------  --------------  -----------  -----
-small          256      60.0     24.0         2.50            3            12.3M       2             8.25k           725.0  2/2          1-4
-large          512     200.0     24.0         8.33            -            13.8M       3                 -               -  -            1-4
+machine  memory_mb  avail_mb  work_mb  predicted_n  thrashing_n  peak_throughput  peak_n  throughput_at_n*  majflt/s_at_n*  starved_at_n*  slowest_at_n*  votes_at_n*  sweep
+-------  ---------  --------  -------  -----------  -----------  ---------------  ------  ----------------  --------------  -------------  -------------  -----------  -----
+small          256      60.0     24.0         2.50            3            12.3M       2             4.95M           234.4              1          1.05k  2/2          1-4
+large          512     200.0     24.0         8.33            -            13.8M       3                 -               -              -              -  -            1-4
 
-N*: the smallest N whose major-fault rate is far above the in-memory runs' and whose throughput fell
-  below half of the smaller N's median; null: no knee in the sweep (the rule: python -m analysis
-  compare --help).
+note: small: N=2: paging (70.6 major faults/s > 50.0/s) but progress did not collapse: not the knee;
+  left out of the larger N's baselines
+N*: the smallest N whose major-fault rate is far above the in-memory runs' and whose progress
+  collapsed: the summed throughput fell below half of the in-memory runs' of smaller N, or at least
+  one process starved (below 1/20 of the speed a process had in memory); null: no knee in the sweep
+  (the rule: python -m analysis compare --help).
+starved_at_n*, slowest_at_n*: starved processes and the slowest process's accesses/s at N* (medians
+  over the repeats); Linux thrashes unfairly, so these collapse while the sum may hardly move.
 """
 
 WARNINGS_COMPARE_TEXT_STDERR = """\
@@ -276,15 +318,21 @@ def test_disagreeing_repeats_are_noted(tmp_path):
         w = json.loads((target / f"work-{k}.json").read_text())
         w.update(accesses_per_s=3_000_000.0, majflt=3)
         (target / f"work-{k}.json").write_text(json.dumps(w))
+    rj = json.loads((target / "run.json").read_text())
+    rj["starved"] = 0
+    (target / "run.json").write_text(json.dumps(rj))
     p = analysis("compare", run, "--no-plots")
     assert p.returncode == 0 and p.stderr == ""
     lines = p.stdout.splitlines()
     assert lines[2].split()[:6] == ["small", "256", "60.0", "24.0", "2.50", "3"]
     assert lines[2].split()[-2] == "1/2"
-    assert lines[5] == "note: small: N=3: 1 of 2 repeats thrashed (at least half: N thrashes)"
+    # starved and slowest are medians over the repeats: (1 + 0) / 2 and (1.2k + 3.0M) / 2
+    assert lines[2].split()[-4:-2] == ["0.5", "1.50M"]
+    assert "note: small: N=3: 1 of 2 repeats thrashed (at least half: N thrashes)" in lines
     js = json.loads(analysis("compare", run, "--no-plots", "--json").stdout)
-    assert js[0]["notes"] == ["N=3: 1 of 2 repeats thrashed (at least half: N thrashes)"]
+    assert js[0]["notes"][1:] == ["N=3: 1 of 2 repeats thrashed (at least half: N thrashes)"]
     assert js[0]["repeats_thrashing_at_n"] == "1/2"
+    assert js[0]["starved_at_n"] == 0.5
 
 
 # --------------------------------------------------------------------------- bad input
@@ -379,25 +427,121 @@ def test_work_json_with_a_wrong_type_drops_the_repeat(tmp_path):
 
 # --------------------------------------------------------------------------- the command line itself
 
-def test_default_run_is_results_latest_in_the_current_directory(tmp_path):
-    (tmp_path / "results").mkdir()
-    os.symlink(ROOT / F / "good", tmp_path / "results" / "latest")
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    p = analysis("compare", "--no-plots", cwd=tmp_path, env=env)
-    assert (p.stdout, p.stderr, p.returncode) == (COMPARE_TEXT, "", 0)
-    p = analysis("compare", "--no-plots", cwd=tmp_path / "results", env=env)
-    assert p.returncode == 2
-    assert p.stderr == "analysis: error: results/latest: no such run directory\n"
+def test_default_run_is_latest_in_the_results_directory(tmp_path):
+    """Default RUN: thrashlab.paths.results_root() / "latest" ($THRASHLAB_RESULTS_DIR), whatever the cwd."""
+    results = tmp_path / "my-results"
+    results.mkdir()
+    os.symlink(ROOT / F / "good", results / "latest")
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "results").mkdir(parents=True)
+    os.symlink(ROOT / F / "does-not-exist", elsewhere / "results" / "latest")   # never read
+    env = dict(os.environ, PYTHONPATH=str(ROOT), THRASHLAB_RESULTS_DIR=str(results))
+    for command, expected in (("compare", COMPARE_TEXT), ("case2", CASE2_TEXT), ("case1", CASE1_TEXT)):
+        p = analysis(command, "--no-plots", cwd=elsewhere, env=env)
+        assert (p.stdout, p.stderr, p.returncode) == (expected, "", 0), command
+    p = analysis("compare", "--help", cwd=elsewhere, env=env)
+    assert f"(default:{results}/latest,thecollector'snewestcompleterun:" in "".join(p.stdout.split())
+    # no run there: the error names the absolute default and what to do
+    env["THRASHLAB_RESULTS_DIR"] = str(tmp_path / "empty")
+    for command in ("compare", "case1", "case2", "report"):
+        p = analysis(command, cwd=elsewhere, env=env)
+        assert (p.stdout, p.returncode) == ("", 2), command
+        assert p.stderr == (f"analysis: error: {tmp_path}/empty/latest: no such run directory (the default "
+                            "RUN: the newest complete run the collector pulled; give RUN, or set "
+                            "THRASHLAB_RESULTS_DIR)\n"), command
+
+
+def test_default_run_without_the_variable_is_the_repositorys_results(monkeypatch, tmp_path):
+    from analysis.__main__ import build_parser, default_run
+    monkeypatch.delenv("THRASHLAB_RESULTS_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert default_run() == ROOT / "results" / "latest"
+    assert build_parser().parse_args(["compare"]).run is None     # filled in by main(), at run time
+    monkeypatch.setenv("THRASHLAB_RESULTS_DIR", "rel")
+    assert default_run() == tmp_path / "rel" / "latest"           # made absolute, as results_root() does
 
 
 def test_help_documents_the_rule():
     p = analysis("compare", "--help")
     assert p.returncode == 0
-    assert "(a) paging:   F > max(50/s, 20 x F0)" in p.stdout
-    assert "at least half of its repeats thrash" in p.stdout
+    assert "(a) paging:    F > max(50/s, 20 x F0)" in p.stdout
+    assert "sum:     T < 0.5 x T0, or" in p.stdout
+    assert "starved: at least one process ran below E(N) / 20." in p.stdout
+    words = " ".join(p.stdout.split())
+    assert "at most max(50, 1% of its pages) major faults" in words
+    assert "E(N) = min(P0, T0 / N)" in words
+    assert "N thrashes when at least half of its runs thrash" in words
+    assert "starved processes and the slowest process's accesses/s" in words
     assert "--json" in p.stdout and "{text,csv,markdown}" in p.stdout
     top = analysis("--help")
     assert all(c in top.stdout for c in ("case1", "case2", "compare", "report"))
+
+
+MEASURED_COMPARE_TEXT = """\
+machine  memory_mb  avail_mb  work_mb  predicted_n  thrashing_n  peak_throughput  peak_n  throughput_at_n*  majflt/s_at_n*  starved_at_n*  slowest_at_n*  votes_at_n*  sweep
+-------  ---------  --------  -------  -----------  -----------  ---------------  ------  ----------------  --------------  -------------  -------------  -----------  ------------
+small          256     153.9     36.0         4.28            5            2.46M       4             1.14M           831.2              3          1.28k  1/1          1,3-7
+large          512     400.4     36.0        11.12           11            3.67M      11             3.67M            95.1              1          2.72k  1/1          1,6,11-13,17
+"""
+
+
+def test_measured_run_unfair_thrashing():
+    """A real run (tests/fixtures/measured-20261126-001452.json): on the 512 MiB VM one process of 11
+    starved at 2.7k accesses/s while the sum was the highest of the sweep; the old sum-only rule
+    found no knee there.  The small VM paged at N=4 at full speed (left out of the baseline)."""
+    p = analysis("compare", f"{F}/measured", "--no-plots")
+    assert p.returncode == 0 and p.stderr == ""
+    assert p.stdout.startswith(MEASURED_COMPARE_TEXT)
+    assert ("note: small: N=4: paging (52.9 major faults/s > 50.0/s) but progress did not collapse: not the "
+            "knee;\n  left out of the larger N's baselines\n") in p.stdout
+    small, large = json.loads(analysis("compare", f"{F}/measured", "--no-plots", "--json").stdout)
+    assert (small["thrashing_n"], small["baseline_n_values"], small["collapse_at_n"]) == (5, [1, 3], ["starved"])
+    # large: T0 = median(2.29M, 1.53M) = 1.91M; E(11) = min(P0, 1.91M / 11) = 174k; starved below 8.7k
+    assert (large["thrashing_n"], large["baseline_n_values"], large["collapse_at_n"]) == (11, [1, 6], ["starved"])
+    assert (large["baseline_throughput"], large["expected_process_throughput"], large["starved_threshold"]) == \
+        (1909879.0, 173625.0, 8681.3)
+    assert large["slowest_at_n"] == 2716 and large["throughput_at_n"] == large["peak_throughput"]
+    for row in (small, large):
+        assert abs(row["thrashing_n"] - row["predicted_n"]) < 1
+
+
+def test_runner_starved_count_is_cross_checked(tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(ROOT / F / "measured", run)
+    rj = run / "large/case2/n-11/r-1/run.json"
+    obj = json.loads(rj.read_text())
+    assert obj["starved"] == 1
+    obj["starved"] = 4
+    rj.write_text(json.dumps(obj))
+    other = run / "large/case2/n-12/r-1/run.json"
+    obj = json.loads(other.read_text())
+    obj["starved"] = "three"
+    other.write_text(json.dumps(obj))
+    p = analysis("compare", run, "--no-plots")
+    assert p.returncode == 0
+    assert p.stdout.startswith(MEASURED_COMPARE_TEXT)      # the work JSONs decide
+    assert p.stderr == (f"analysis: warning: {rj}: key 'starved' is 4 but the work JSONs have 1 process(es) "
+                        "under 1% of the fastest; the work JSONs are used\n"
+                        f"analysis: warning: {other}: key 'starved': expected a number, found \"three\"; "
+                        "not cross-checked (the work JSONs are used)\n")
+
+
+def test_sum_collapse_alone_is_still_a_knee(tmp_path):
+    """Every process slowed alike (no one starved), the sum below half of T0, with paging: N* = 3."""
+    run = tmp_path / "run"
+    shutil.copytree(ROOT / F / "good", run)
+    for r in (1, 2):
+        for k in (1, 2, 3):
+            w = run / f"small/case2/n-03/r-{r}/work-{k}.json"
+            obj = json.loads(w.read_text())
+            obj["accesses_per_s"] = 900_000.0       # sum 2.7M < 3.0M; each 0.45 x E(3): not starved
+            w.write_text(json.dumps(obj))
+        rj = run / f"small/case2/n-03/r-{r}/run.json"
+        obj = json.loads(rj.read_text())
+        obj["starved"] = 0
+        rj.write_text(json.dumps(obj))
+    js = json.loads(analysis("compare", run, "--no-plots", "--json").stdout)
+    assert (js[0]["thrashing_n"], js[0]["collapse_at_n"], js[0]["starved_at_n"]) == (3, ["sum"], 0)
 
 
 def test_usage_errors_exit_2():

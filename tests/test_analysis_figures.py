@@ -47,6 +47,8 @@ def test_compare_figures_and_where_they_are_printed(run):
     svg = (out / "compare.svg").read_text()
     assert SMALL_COLOUR in svg and LARGE_COLOUR in svg
     assert "N (processes)" in svg or "N (processes)" in svg.replace("&#x20;", " ")
+    # the slowest process, dashed, one curve per machine
+    assert svg.count("slowest process") >= 2
 
 
 def test_machine_readable_output_keeps_the_figure_line_on_stderr(run):
@@ -101,11 +103,13 @@ def test_report_is_self_contained_with_every_table_and_figure(run):
     assert html.startswith("<!DOCTYPE html>") and html.rstrip().endswith("</html>")
     # every table
     for header in ("thrashing_n", "predicted_n", "peak_throughput",           # compare
-                   "throughput", "cpu_util", "majflt/s", "some_avg10", "overlap_s",   # case2
+                   "starved_at_n*", "slowest_at_n*",
+                   "throughput", "slowest", "cpu_util", "majflt/s", "some_avg10", "overlap_s",   # case2
                    "minflt(prof)", "majflt(work)", "P(1-e^-A/P)", "expected"):  # case1
         assert f"<th>{header}</th>" in html, header
     assert html.count("<table>") == 5   # run, machines, compare, case2, case1
-    assert "<td>pair-B</td>" in html and "<td class=\"num\">8.25k</td>" in html
+    assert "<td>pair-B</td>" in html and "<td class=\"num\">4.95M</td>" in html
+    assert "<td class=\"num\">1.05k</td>" in html      # small's slowest process at N* = 3
     # every figure, embedded
     images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
     assert len(images) == 4     # compare, case2, case1-small, case1-large
@@ -116,7 +120,8 @@ def test_report_is_self_contained_with_every_table_and_figure(run):
     assert "src=" not in html.replace('src="data:image/png;base64,', "")
     # the metadata
     for text in ("0123456789abcdef0123456789abcdef01234567", "2026-11-25T23:40:00Z", "2026-11-25T23:52:10Z",
-                 "6.1.0-28-amd64", "tcg", "Two small VMs", "case2_work_mb", "The rule for N*"):
+                 "6.1.0-28-amd64", "tcg", "Two small VMs", "case2_work_mb", "The rule for N*",
+                 "starved: at least one process ran below E(N) / 20.", "N=2: paging (66.8 major faults/s"):
         assert text in html, text
     assert "None: every input file was read." in html
 

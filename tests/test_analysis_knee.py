@@ -1,17 +1,24 @@
-"""The thrashing-point rule (analysis.knee) on synthetic sweeps.
+"""The thrashing-point rule (analysis.knee) on synthetic and measured sweeps.
 
-Shapes follow ../shared/docs/local-vm-notes.md: in memory, millions of
-accesses/s noisy by 2-3x with about ten major faults per 20 s run (0.5/s);
-thrashing, thousands of accesses/s and hundreds to thousands of major faults/s.
+Shapes follow ../shared/docs/local-vm-notes.md and docs/cases.md: in memory,
+millions of accesses/s noisy by 2-3x with a few major faults per run (0.5/s);
+past the available memory Linux thrashes unfairly: some processes starve at
+100-3000 accesses/s with thousands of major faults while the others keep
+their speed, so the sum may hardly move; deeper, the sum collapses too.
 """
+import json
 import random
+from pathlib import Path
 
 import pytest
 
-from analysis.knee import (COLLAPSE_FRACTION, FAULT_FACTOR, FAULT_FLOOR_PER_S, RULE, Sample,
-                           find_knee, repeat_thrashes)
+from analysis.knee import (COLLAPSE_FRACTION, FAULT_FACTOR, FAULT_FLOOR_PER_S, IN_MEMORY_FLOOR, RULE,
+                           STARVED_FRACTION, Sample, find_knee, in_memory_allowance, judge, ran_in_memory,
+                           repeat_thrashes, sample)
 
 IN_MEMORY_FAULTS = 0.5          # ~10 major faults in a 20 s run
+PAGES = 9216                    # a 36 MiB process in 4 KiB pages
+MEASURED = Path(__file__).resolve().parent / "fixtures" / "measured-sweeps.json"
 
 
 def fits(thr):
@@ -21,6 +28,17 @@ def fits(thr):
 def thrash(thr=7_000, faults=1_500.0):
     return (thr, faults)
 
+
+def procs(speeds, majflts, wall=15.0):
+    """A run from its processes' accesses/s and major faults (36 MiB each)."""
+    return sample(speeds, majflts, wall, PAGES)
+
+
+def in_memory(n, each, wall=12.0):
+    return procs([each] * n, [2] + [0] * (n - 1), wall)
+
+
+# --------------------------------------------------------------------------- in memory: no knee
 
 def test_noisy_in_memory_sweep_has_no_knee():
     rng = random.Random(423)
@@ -35,6 +53,31 @@ def test_noisy_in_memory_sweep_has_no_knee():
     assert k.anomalies == [] and k.notes == []
 
 
+def test_noisy_in_memory_processes_have_no_knee():
+    """Per-process speeds noisy by 3x between runs and 1.5x within one, sharing one CPU
+    (each gets ~T/N), a process 40x below the N=1 one at N=17: nothing starves, no knee."""
+    rng = random.Random(7)
+    sweep = {}
+    for n in (1, 2, 4, 6, 10, 12, 17):
+        runs = []
+        for _ in range(3):
+            total = rng.uniform(1.5e6, 5e6)
+            speeds = [total / n * rng.uniform(0.7, 1.05) for _ in range(n)]
+            runs.append(procs(speeds, [2] + [0] * (n - 1), wall=8 + 1.5 * n))
+        sweep[n] = runs
+    k = find_knee(sweep)
+    assert k.n is None and k.notes == []
+    assert all(p.in_memory == 3 and all(v.starved == 0 for v in p.verdicts) for p in k.points)
+
+
+def test_slow_processes_without_major_faults_are_not_a_knee():
+    sweep = {1: [in_memory(1, 5e6)], 3: [in_memory(3, 1e6)],
+             4: [procs([1e6, 1e6, 1e6, 2_000], [2, 0, 0, 10])]}     # 500x slower, but not paging
+    k = find_knee(sweep)
+    assert k.n is None
+    assert k.point(4).verdicts[0].starved == 1 and not k.point(4).verdicts[0].paging
+
+
 def test_collapse_without_major_faults_is_not_a_knee():
     sweep = {1: [fits(10e6)], 2: [fits(10e6)], 3: [fits(0.5e6)], 4: [fits(0.4e6)]}
     assert find_knee(sweep).n is None
@@ -47,16 +90,110 @@ def test_flat_sweep_has_no_knee():
     assert all(p.votes == 0 for p in k.points)
 
 
-def test_knee_in_the_middle_and_the_baselines():
+def test_fair_share_keeps_many_in_memory_processes_from_looking_starved():
+    # 17 processes sharing the CPU at 150k each: 1/33 of the N=1 process, but
+    # E(17) = min(P0, T0/17) = 294k, so nothing starves, even while paging lightly
+    sweep = {1: [in_memory(1, 5e6)], 17: [procs([1.5e5] * 17, [40] * 17, wall=12.0)]}
+    k = find_knee(sweep)
+    p = k.point(17)
+    assert p.expected_process == pytest.approx(5e6 / 17)
+    assert p.verdicts[0].paging and p.verdicts[0].starved == 0
+    assert k.n is None
+    assert k.notes == ["N=17: paging (56.7 major faults/s > 50.0/s) but progress did not collapse: "
+                       "not the knee"]     # 40 faults each is within the allowance: still in memory
+
+
+# --------------------------------------------------------------------------- unfair thrashing
+
+def test_unfair_thrashing_sum_flat_some_starve_is_the_knee():
+    """The 512 MiB VM's shape: past memory 1-3 processes starve, the sum stays high."""
+    sweep = {1: [in_memory(1, 2.3e6)], 6: [in_memory(6, 2.5e5)], 10: [in_memory(10, 2.2e5)],
+             11: [procs([2_700] + [3.5e5] * 10, [1_300, 80] + [3] * 9, wall=14.6)],
+             12: [procs([230, 470, 1_400] + [1.3e5] * 9, [1_650, 1_120, 980] + [4] * 9, wall=22.9)],
+             17: [procs([210] * 8 + [1.6e5] * 9, [1_600] * 8 + [5] * 9, wall=38.0)]}
+    k = find_knee(sweep)
+    assert k.n == 11
+    p = k.point(11)
+    assert p.throughput > p.baseline_throughput      # the sum is the highest of the sweep
+    assert p.starved == 1 and p.slowest == 2_700 and p.reasons == ["starved"]
+    assert p.baseline.ns == (1, 6, 10)
+    assert p.starved_threshold == pytest.approx(STARVED_FRACTION * min(p.baseline.process_throughput,
+                                                                       p.baseline_throughput / 11))
+    assert k.point(17).starved == 8
+    assert k.notes == []
+
+
+def test_baseline_leaves_out_a_smaller_n_that_already_paged():
+    """The 256 MiB VM: N=4 refaults 2k pages at full speed (paging by (a), no collapse).
+    In the baseline it would raise F0 to 117/s and the threshold to 2.3k/s: no knee."""
+    n1, n4 = in_memory(1, 4.83e6, wall=9.4), procs([4.6e5, 6.9e5, 7.8e5, 6.3e5], [2_194, 119, 9, 5], wall=10.0)
+    n5 = procs([582, 2_650, 1_510, 3_690, 6.9e5], [2_952, 2_247, 2_700, 2_108, 3], wall=12.0)
+    k = find_knee({1: [n1], 4: [n4], 5: [n5]})
+    assert not n4.ran_in_memory and n4.majflt_per_s > FAULT_FLOOR_PER_S
+    assert k.point(5).baseline.ns == (1,)
+    assert k.point(5).baseline_majflt_per_s == pytest.approx(2 / 9.4)
+    assert k.point(5).fault_threshold == FAULT_FLOOR_PER_S
+    assert k.n == 5
+    assert k.notes == ["N=4: paging (232.7 major faults/s > 50.0/s) but progress did not collapse: not the knee; "
+                       "left out of the larger N's baselines"]
+    # the same N=4 taken as in memory would have hidden the knee (what the sum-only rule's baseline did)
+    trusted = Sample(n4.throughput, n4.majflt_per_s, n4.processes, in_memory=True)
+    assert find_knee({1: [n1], 4: [trusted], 5: [n5]}).n is None
+
+
+def test_no_in_memory_run_at_smaller_n_falls_back_to_the_run_itself():
+    # the first N already starves one process against the others of its own run
+    k = find_knee({3: [procs([3e6, 2.8e6, 800], [2, 5, 4_000], wall=20.0)]})
+    assert k.n == 3 and k.point(3).starved_threshold is None
+    assert k.point(3).verdicts[0].starved == 1
+    # paging at full speed, no process behind: neither paging-bound nor starved
+    k = find_knee({3: [procs([3e6, 2.8e6, 2.9e6], [2, 5, 4_000], wall=20.0)]})
+    assert k.n is None
+
+
+def test_sum_collapse_still_counts():
     sweep = {1: [fits(6e6), fits(5.9e6)], 2: [fits(12e6), fits(8e6)],
              3: [thrash(9_000, 750), thrash(7_500, 700)], 4: [thrash(5_000, 950), thrash(6_000, 1_000)]}
     k = find_knee(sweep)
     assert k.n == 3
     p = k.point(3)
     assert p.baseline_throughput == pytest.approx((5.95e6 + 10e6) / 2)
+    assert p.baseline.ns == (1, 2)
     assert p.fault_threshold == FAULT_FLOOR_PER_S
-    assert p.votes_text == "2/2"
+    assert p.votes_text == "2/2" and p.reasons == ["sum"] and p.starved is None
 
+
+def _measured():
+    data = json.loads(MEASURED.read_text())["runs"]
+    for run_id, machines in data.items():
+        for machine, m in machines.items():
+            sweep = {int(n): [sample(speeds, majflts, wall, m["work_mb"] * 256)]
+                     for n, (wall, speeds, majflts) in m["sweep"].items()}
+            yield run_id, machine, m["mem_available_kb"] / 1024 / m["work_mb"], sweep
+
+
+@pytest.mark.parametrize("run_id,machine,predicted,sweep", list(_measured()),
+                         ids=[f"{r}-{m}" for r, m, _, _ in _measured()])
+def test_measured_sweeps_knee_at_the_first_starving_n(run_id, machine, predicted, sweep):
+    """Four full runs of the default lab: the knee is 5 on the 256 MiB VM (predicted 4.1-4.3) and
+    11 on the 512 MiB VM (predicted 10.9-11.1) every time: the first N with a starved process."""
+    k = find_knee(sweep)
+    assert k.n == {"small": 5, "large": 11}[machine]
+    assert abs(k.n - predicted) < 1
+    assert k.anomalies == []
+    p = k.point(k.n)
+    assert "starved" in p.reasons
+    # margins: the slowest process far under the threshold, every in-memory process far above it
+    assert p.slowest < p.starved_threshold / 3
+    for q in k.points:
+        if q.starved_threshold is not None and q.in_memory:
+            assert min(s for s in sweep[q.n][0].processes) > 4 * q.starved_threshold
+    # with 1/100 instead of 1/20 the knee of run 000928's and 001452's large VM would have been missed
+    if machine == "large" and run_id in ("20261126-000928-case2", "20261126-001452-case2"):
+        assert p.slowest > p.expected_process / 100
+
+
+# --------------------------------------------------------------------------- where the knee falls
 
 def test_knee_at_the_first_n():
     sweep = {2: [thrash(6_000, 2_000), thrash(5_000, 2_100)], 4: [thrash(3_000, 2_400)],
@@ -86,18 +223,25 @@ def test_paging_onset_without_collapse_waits_for_the_collapse():
     sweep[8] = [(10.1e6, 40.0), (11e6, 45.0)]
     sweep[9] = [(7e6, 300.0), (8e6, 250.0)]     # faults high, throughput not yet halved
     sweep[10] = [(0.95e6, 800.0), (1.1e6, 700.0)]
-    assert find_knee(sweep).n == 10
+    k = find_knee(sweep)
+    assert k.n == 10
+    assert k.point(10).baseline.ns == tuple(range(1, 8))     # N=8 and N=9 paged: not in the baseline
 
 
 def test_faults_are_judged_against_the_in_memory_baseline():
-    # a machine that always takes ~10 major faults/s: 20x that is needed, 150/s is not enough
+    # in-memory runs that take ~10 major faults/s (short runs, a slow disk), each process within
+    # its allowance: 20x that rate is needed for (a), 150/s is not enough
     base = 10.0
-    sweep = {1: [(8e6, base)], 2: [(9e6, base)], 3: [(3e6, 150.0)], 4: [(5_000, 900.0)]}
+    sweep = {1: [Sample(8e6, base, (8e6,), True)], 2: [Sample(9e6, base, (4.5e6, 4.5e6), True)],
+             3: [Sample(3e6, 150.0, (1e6, 1e6, 1e6), False)],
+             4: [Sample(9e6, 900.0, (3e6, 3e6, 3e6, 1_000), False)]}
     k = find_knee(sweep)
     assert k.point(3).fault_threshold == FAULT_FACTOR * base
     assert not k.point(3).thrashes
-    assert k.n == 4
+    assert k.n == 4 and k.point(4).reasons == ["starved"]
 
+
+# --------------------------------------------------------------------------- repeats
 
 def test_one_collapsed_repeat_of_three_is_a_minority():
     sweep = {n: [fits(10e6)] * 3 for n in (1, 2, 3)}
@@ -116,6 +260,19 @@ def test_two_collapsed_repeats_of_three_are_the_knee():
     k = find_knee(sweep)
     assert k.n == 4
     assert k.notes == ["N=4: 2 of 3 repeats thrashed (at least half: N thrashes)"]
+
+
+def test_starvation_in_one_repeat_of_three_is_a_minority_and_in_two_the_knee():
+    fine = in_memory(5, 4e5)
+    starving = procs([600, 4e5, 4e5, 4e5, 4e5], [2_500, 3, 0, 0, 0], wall=12.0)
+    base = {1: [in_memory(1, 2e6)] * 3, 3: [in_memory(3, 6e5)] * 3}
+    k = find_knee({**base, 5: [fine, starving, fine], 6: [starving] * 3})
+    assert (k.n, k.point(5).votes_text) == (6, "1/3")
+    assert k.point(5).starved == 0          # the median repeat
+    k = find_knee({**base, 5: [starving, fine, starving], 6: [starving] * 3})
+    assert (k.n, k.point(5).votes_text, k.point(5).starved) == (5, "2/3", 1)
+    # rule 1 is per run: N=5's one in-memory repeat is in N=6's baseline, its starving ones are not
+    assert k.point(6).baseline.ns == (1, 3, 5)
 
 
 def test_a_tie_between_two_repeats_counts_as_thrashing():
@@ -141,6 +298,8 @@ def test_anomaly_at_the_end_of_an_otherwise_healthy_sweep_gives_no_knee():
     assert k.anomalies == [2]
 
 
+# --------------------------------------------------------------------------- the pieces
+
 def test_zero_throughput_with_paging_is_a_collapse():
     sweep = {1: [fits(10e6)], 2: [(0.0, 2_000.0)]}
     assert find_knee(sweep).n == 2
@@ -148,22 +307,49 @@ def test_zero_throughput_with_paging_is_a_collapse():
 
 
 def test_input_order_empty_ns_and_plain_tuples():
-    sweep = {8: [Sample(5_000, 1_000)], 1: [Sample(9e6, 0.5)], 3: [], 2: [(8e6, 0.4)]}
+    sweep = {8: [Sample(5_000, 1_000)], 1: [Sample(9e6, 0.5)], 3: [], 2: [(8e6, 0.4)],
+             9: [(9e6, 900.0, (3e6, 3e6, 2_000))]}
     k = find_knee(sweep)
-    assert [p.n for p in k.points] == [1, 2, 8]
+    assert [p.n for p in k.points] == [1, 2, 8, 9]
     assert k.n == 8
+    assert k.point(9).verdicts[0].starved == 1
+
+
+def test_in_memory_allowance():
+    assert in_memory_allowance(PAGES) == pytest.approx(92.16)      # 1% of a 36 MiB process
+    assert in_memory_allowance(2_000) == IN_MEMORY_FLOOR           # small processes: 50
+    assert in_memory_allowance(None) == IN_MEMORY_FLOOR
+    assert ran_in_memory([2, 0, 0], [PAGES] * 3)
+    assert not ran_in_memory([538, 5, 0, 1], [PAGES] * 4)         # the 256 MiB VM's N=4, one run
+    assert ran_in_memory([92, 0], [PAGES, PAGES]) and not ran_in_memory([93, 0], [PAGES, PAGES])
+    s = sample([1e6, 2e6], [10, 4], 7.0, PAGES)
+    assert (s.throughput, s.majflt_per_s, s.processes, s.in_memory, s.slowest) == \
+        (3e6, 2.0, (1e6, 2e6), True, 1e6)
+    assert Sample(1e6, 2.5).ran_in_memory and not Sample(1e6, 2.6).ran_in_memory   # API without counts
 
 
 def test_repeat_rule_thresholds():
     assert repeat_thrashes(Sample(COLLAPSE_FRACTION * 10e6 - 1, 51.0), 10e6, 50.0)
     assert not repeat_thrashes(Sample(COLLAPSE_FRACTION * 10e6, 51.0), 10e6, 50.0)
     assert not repeat_thrashes(Sample(1.0, 50.0), 10e6, 50.0)
+    # starved: strictly below the threshold, and only with (a)
+    s = Sample(9e6, 51.0, (4.5e6, 4.5e6 - 1, 999.0))
+    assert judge(s, 10e6, 50.0, starved_below=1_000.0).thrashes
+    assert not judge(s, 10e6, 50.0, starved_below=999.0).thrashes
+    assert not judge(s, 10e6, 51.0, starved_below=1_000.0).thrashes
+    v = judge(Sample(1e6, 900.0, (1e6 / 3,) * 3), 10e6, 50.0, starved_below=1_000.0)
+    assert v.reasons == ["sum"] and v.starved == 0
 
 
 def test_rule_text_is_the_documented_one():
-    assert "(a) paging:   F > max(50/s, 20 x F0)" in RULE
-    assert "(b) collapse: T < 0.5 x T0" in RULE
-    assert "at least half of its repeats" in RULE
+    assert "(a) paging:    F > max(50/s, 20 x F0)" in RULE
+    assert "sum:     T < 0.5 x T0, or" in RULE
+    assert "starved: at least one process ran below E(N) / 20." in RULE
+    assert "E(N) = min(P0, T0 / N)" in RULE
+    assert "at\n   most max(50, 1% of its pages) major faults" in RULE
+    assert "at least half of its runs thrash" in RULE
+    assert STARVED_FRACTION == 1 / 20 and COLLAPSE_FRACTION == 0.5
+    assert FAULT_FLOOR_PER_S == 50.0 and FAULT_FACTOR == 20.0
 
 
 def test_sweep_shown_as_ranges():
