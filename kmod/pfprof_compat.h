@@ -35,7 +35,7 @@ static inline void pfprof_vm_flags_set(struct vm_area_struct *vma, unsigned long
 /*
  * Not needed, on purpose: from_timer()/timer_container_of() (6.16) - the
  * module has one static timer; class_create() (6.4) - a misc device has no
- * class; thread_group_exited() (unexported after 6.8) - pfprof_main.c tests
+ * class; thread_group_exited() (not in 6.12 headers) - pfprof_main.c tests
  * exit_state itself.
  */
 
