@@ -30,7 +30,7 @@ DISK_SIZE = "8G"  # sparse: holds swap files up to a few GiB and the builds
 PACKAGES = [
     "linux-image-amd64", "linux-headers-amd64", "gcc", "make", "libc6-dev",
     "openssh-server", "python3", "systemd-sysv", "udev", "kmod", "procps",
-    "iproute2", "initramfs-tools", "zstd", "qemu-guest-agent", "ca-certificates",
+    "iproute2", "initramfs-tools", "zstd", "qemu-guest-agent", "ca-certificates", "dkms",
 ]
 # Leave out what a testbed guest never reads; it makes the build faster.
 DPKG_OPTIONS = [
