@@ -181,13 +181,24 @@ class VagrantLab:
         self.state = Path(env["THRASHLAB_STATE_DIR"]) / "vagrant"
 
     def run(self, name: str, cmd: list[str], timeout: float = 900) -> subprocess.CompletedProcess:
+        """Run ``cmd`` from the repository root; its output, each line with the seconds
+        since the start, goes to <logdir>/<name>.log (where the time went, in CI too)."""
         started = time.monotonic()
         log = self.logdir / f"{name}.log"
-        with log.open("w") as out:
-            proc = subprocess.run(cmd, cwd=REPO, env=self.env, stdin=subprocess.DEVNULL, stdout=out,
-                                  stderr=subprocess.STDOUT, text=True, timeout=timeout)
+        lines = []
+        with log.open("w") as out, subprocess.Popen(
+                cmd, cwd=REPO, env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT, text=True, errors="replace") as child:
+            for line in child.stdout:
+                lines.append(line)
+                out.write(f"[{time.monotonic() - started:6.1f}s] {line}")
+                out.flush()
+                if time.monotonic() - started > timeout:
+                    child.kill()
+                    raise AssertionError(f"{name}: no end after {timeout}s; see {log}")
+            rc = child.wait()
         TIMINGS[name] = round(time.monotonic() - started, 1)
-        proc.stdout = log.read_text(errors="replace")
+        proc = subprocess.CompletedProcess(cmd, rc, "".join(lines))
         print(f"{name}: {TIMINGS[name]}s (rc {proc.returncode}, log {log})")
         return proc
 
