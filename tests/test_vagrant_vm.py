@@ -32,7 +32,15 @@ from conftest import REPO, tool
 from thrashlab.lab import load_lab
 from thrashlab.paths import cache_root, state_root
 
-pytestmark = [pytest.mark.vm, pytest.mark.teardown_last]
+# The VM tests run after the shared local testbed is stopped; the few static
+# checks at the end run anywhere in seconds.
+vm = [pytest.mark.vm, pytest.mark.teardown_last]
+
+
+def _vm(test):
+    for mark in vm:
+        test = mark(test)
+    return test
 
 URI = "qemu:///system"
 # Tiny Case Study 1: the point is that it runs end to end on Vagrant's machines.
@@ -319,6 +327,7 @@ def _adhoc(vlab, name: str, args: list[str]) -> dict[str, str]:
     return out
 
 
+@_vm
 def test_vagrant_up_boots_and_provisions_every_machine(vlab, up_ok):
     upped = up_ok
     names = vlab.lab.names
@@ -347,6 +356,7 @@ def test_vagrant_up_boots_and_provisions_every_machine(vlab, up_ok):
         assert "rc=0" in line and "loaded" in line and "(stdout) 1" in line, (host, line)
 
 
+@_vm
 def test_ssh_config_is_loopback_on_the_ports_chosen_for_this_run(vlab, up_ok):
     proc = vlab.run("vagrant ssh-config", ["vagrant", "ssh-config"], timeout=120)
     assert proc.returncode == 0, proc.stdout
@@ -366,6 +376,7 @@ def test_ssh_config_is_loopback_on_the_ports_chosen_for_this_run(vlab, up_ok):
         assert _listening(ports[name]) == ["0100007F"], (name, _listening(ports[name]))
 
 
+@_vm
 def test_inventory_reaches_every_machine_through_vagrant(vlab, up_ok):
     out = _adhoc(vlab, "ansible ping", ["-m", "ansible.builtin.ping"])
     assert set(out) == set(vlab.lab.names), out
@@ -383,6 +394,7 @@ def test_inventory_reaches_every_machine_through_vagrant(vlab, up_ok):
         assert str(vlab.state / "known_hosts") in hv["ansible_ssh_common_args"]
 
 
+@_vm
 def test_run_case1_tiny_on_the_vagrant_machines(vlab, up_ok):
     if not (REPO / "run-case1.yml").exists():
         pytest.skip("run-case1.yml is not there yet")
@@ -397,6 +409,7 @@ def test_run_case1_tiny_on_the_vagrant_machines(vlab, up_ok):
             assert run.is_file(), f"{run} missing; {sorted(p.name for p in results.glob('*'))}"
 
 
+@_vm
 def test_destroy_leaves_no_vm_pool_port_or_daemon(vlab, up_ok, daemons):
     info = vlab.libvirt_state()
     ports = vlab.ports()
@@ -423,3 +436,63 @@ def test_destroy_leaves_no_vm_pool_port_or_daemon(vlab, up_ok, daemons):
     # No daemon: the ones started here stop by PID.
     daemons.stop()
     assert daemons.left() == []
+
+
+# ---- static checks (no VM, no libvirt) ------------------------------------------------------------
+
+
+@pytest.mark.skipif(shutil.which("vagrant") is None, reason="vagrant is not installed (./test.sh installs it)")
+@pytest.mark.parametrize("loopback", ["0", "1"])
+def test_vagrantfile_validates_with_and_without_the_layer(tmp_path, loopback):
+    env = {**_base_env(), "THRASHLAB_VAGRANT_LOOPBACK": loopback, "THRASHLAB_STATE_DIR": str(tmp_path / "state"),
+           "VAGRANT_DOTFILE_PATH": str(tmp_path / "dot"), "VAGRANT_HOME": str(tmp_path / "home")}
+    # The provider's own checks need a running libvirtd (the layer's NIC is checked against
+    # the host's interfaces through it): Vagrant's and the layer's settings only.
+    proc = subprocess.run(["vagrant", "validate", "--ignore-provider"], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    # The layer makes this checkout's own key; without it nothing is made.
+    assert (tmp_path / "state" / "vagrant" / "id_ed25519").exists() == (loopback == "1")
+
+
+@pytest.mark.skipif(shutil.which("vagrant") is None, reason="vagrant is not installed (./test.sh installs it)")
+def test_layer_refuses_up_without_a_box_and_names_the_command(tmp_path):
+    env = {**_base_env(), "THRASHLAB_VAGRANT_LOOPBACK": "1", "THRASHLAB_STATE_DIR": str(tmp_path / "state"),
+           "VAGRANT_DOTFILE_PATH": str(tmp_path / "dot"), "VAGRANT_HOME": str(tmp_path / "home"),
+           "THRASHLAB_VAGRANT_LIBVIRT_DIR": str(tmp_path / "libvirt")}
+    proc = subprocess.run(["vagrant", "up", "--no-provision"], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=120, stdin=subprocess.DEVNULL)
+    assert proc.returncode != 0
+    assert "python -m localvm box" in proc.stdout + proc.stderr
+    assert not (tmp_path / "libvirt").exists()  # nothing made in libvirt's name
+
+
+def test_box_packs_disk_metadata_kernel_and_initrd(tmp_path):
+    import tarfile
+
+    from localvm import box as boxmod
+    from localvm.image import Image
+
+    if shutil.which("qemu-img") is None:
+        pytest.skip("qemu-img is not installed")
+    img = Image(tmp_path / "image")
+    img.dir.mkdir()
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(img.disk), "3G"], check=True)
+    img.kernel.write_bytes(b"kernel")
+    img.initrd.write_bytes(b"initrd")
+    img.info_path.write_text(json.dumps({"key": "0123456789abcdef", "kernel_release": "6.1.0-test"}))
+    work = tmp_path / "work"
+    work.mkdir()
+    out = tmp_path / "test.box"
+    boxmod._pack(img, out, work)
+    with tarfile.open(out) as tar:
+        assert sorted(tar.getnames()) == sorted(["box.img", "metadata.json", "vmlinuz", "initrd.img",
+                                                 "thrashlab-box.json"])
+        meta = json.loads(tar.extractfile("metadata.json").read())
+        info = json.loads(tar.extractfile("thrashlab-box.json").read())
+    assert meta == {"provider": "libvirt", "format": "qcow2", "virtual_size": 3}
+    assert info["image_key"] == "0123456789abcdef" and info["format"] == boxmod.BOX_FORMAT
+    assert "root=/dev/vda" in info["cmdline"]
+    assert boxmod.box_name("0123456789abcdef") == "thrashlab/bookworm-0123456789abcdef"
+    assert boxmod.box_dir("thrashlab/bookworm-x", tmp_path).parts[-4:] == (
+        "boxes", "thrashlab-VAGRANTSLASH-bookworm-x", "0", "libvirt")
