@@ -5,8 +5,9 @@ set -eu
 repo=$(cd "$(dirname "$0")" && pwd)
 # Host compile tests of the module need Debian's 6.1 headers; vagrant validates
 # the Vagrantfile; the collector's tests talk to a local sshd (started by the
-# tests on a free loopback port).
-THRASHLAB_APT_EXTRA="gcc make libc6-dev linux-headers-amd64 dkms vagrant openssh-server" "$repo/scripts/install.sh"
+# tests on a free loopback port); libvirt and vagrant-libvirt boot the lab with
+# `vagrant up` (started by the test, loopback only, stopped by PID).
+THRASHLAB_APT_EXTRA="gcc make libc6-dev linux-headers-amd64 dkms openssh-server vagrant vagrant-libvirt libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients" "$repo/scripts/install.sh"
 cd "$repo"
 cleanup() {
     # Whatever happened, leave no VM of this checkout running.
