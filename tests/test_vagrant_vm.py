@@ -425,6 +425,7 @@ def test_destroy_leaves_no_vm_pool_port_or_daemon(vlab, up_ok, daemons):
     # No pool, no disk, no staged kernel.
     assert info["pool"] not in _virsh("pool-list", "--all", "--name").split()
     assert not Path(info["work_dir"]).exists()
+    assert not Path(info["work_dir"]).parent.exists() or any(Path(info["work_dir"]).parent.iterdir())
     # No forwarded port, and none reserved any more.
     for name, port in ports.items():
         assert _listening(port) == [], (name, port)

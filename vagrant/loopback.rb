@@ -375,6 +375,11 @@ module ThrashlabLoopback
       if ours.empty?
         remove_pool(conn)
         FileUtils.rm_rf(WORK)
+        begin
+          Dir.rmdir(File.dirname(WORK)) # /var/tmp/thrashlab-vagrant-<uid>, when no other checkout uses it
+        rescue SystemCallError
+          nil
+        end
         FileUtils.rm_f(LIBVIRT_STATE)
         machine.ui.info("thrashlab loopback: no machine left; storage pool #{POOL} and #{WORK} removed")
       else
