@@ -4,7 +4,7 @@
 #
 #   python -m localvm box                      # once: the testbed image as a local box
 #   export THRASHLAB_VAGRANT_LOOPBACK=1        # for every vagrant and ansible command after it
-#   vagrant up --provider=libvirt
+#   vagrant up                                 # the layer makes libvirt the provider
 #   vagrant destroy -f                         # the VMs, their SSH ports and the storage pool
 #
 # For hosts that cannot (or may not) make bridges, tap devices or private
@@ -20,10 +20,12 @@
 #     <state dir>/vagrant/ports.json until `vagrant destroy`;
 #   - boots directly from the box's kernel and initrd;
 #   - gets its hostname and root's authorized key (this checkout's own key,
-#     <state dir>/vagrant/id_ed25519) through QEMU fw_cfg `string=` values, so
-#     the box holds no key and libvirt's QEMU user needs to read no file of
-#     the checkout; its SSH host keys are made in the guest on first boot and
-#     pinned by the Vagrantfile after `vagrant up`;
+#     <state dir>/vagrant/id_ed25519) through QEMU fw_cfg `string=` values
+#     (the image's first-boot unit reads them, as for localvm's VMs): the box
+#     holds no key, so one box serves every checkout and user, and libvirt's
+#     QEMU user needs to read no file of the checkout (a `file=` value would);
+#     its SSH host keys are made in the guest on first boot and pinned by the
+#     Vagrantfile after `vagrant up`;
 #   - keeps its disks in a libvirt storage pool of its own under
 #     /var/tmp/thrashlab-vagrant-<uid>/<checkout id>/ (THRASHLAB_VAGRANT_LIBVIRT_DIR
 #     moves it), made before the first `up` and removed, with the box's volume
@@ -39,7 +41,6 @@
 # THRASHLAB_VAGRANT_LIBVIRT_DIR, THRASHLAB_ACCEL.
 
 require "digest"
-require "etc"
 require "fileutils"
 require "json"
 require "socket"
