@@ -157,12 +157,16 @@ class HostPull:
             except rm.Permanent as e:
                 raise HostFailed(f"{what}: {e}") from None
             except rm.Transient as e:
-                if attempt >= self.opts.retries:
-                    raise HostFailed(f"{what}: {e} (gave up after {attempt} attempts)") from None
-                pause = rm.backoff(attempt, self.opts.backoff_base)
-                self.result.retries += 1
-                self.say(f"{what}: {e}; retrying in {pause:.0f}s ({attempt}/{self.opts.retries})")
-                rm.sleep(pause)
+                self._back_off(what, e, attempt)
+
+    def _back_off(self, what: str, error: Exception, attempt: int) -> None:
+        """After a transient error: give up at opts.retries attempts, else pause (growing)."""
+        if attempt >= self.opts.retries:
+            raise HostFailed(f"{what}: {error} (gave up after {attempt} attempts)") from None
+        pause = rm.backoff(attempt, self.opts.backoff_base)
+        self.result.retries += 1
+        self.say(f"{what}: {error}; retrying in {pause:.0f}s ({attempt}/{self.opts.retries})")
+        rm.sleep(pause)
 
     def run(self) -> HostResult:
         t0 = time.monotonic()
@@ -256,12 +260,7 @@ class HostPull:
                     expected = self.retrying(f"list {rel} again", lambda: self._relist(rel))
                 except rm.Transient as e:
                     attempts += 1
-                    if attempts >= self.opts.retries:
-                        raise HostFailed(f"{rel}: {e} (gave up after {attempts} attempts)") from None
-                    pause = rm.backoff(attempts, self.opts.backoff_base)
-                    self.result.retries += 1
-                    self.say(f"{rel}: {e}; retrying in {pause:.0f}s ({attempts}/{self.opts.retries})")
-                    rm.sleep(pause)
+                    self._back_off(rel, e, attempts)
                 except rm.Permanent as e:
                     raise HostFailed(f"{rel}: {e}") from None
             self.result.files[rel] = expected

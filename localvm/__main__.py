@@ -57,7 +57,7 @@ def cmd_status(args) -> int:
 def cmd_ssh(args) -> int:
     tb = _testbed(args)
     tb.lab.machine(args.name)
-    if not tb.ssh_config.exists() or tb._our_pid(args.name) is None:
+    if not tb.ssh_config.exists() or tb.our_pid(args.name) is None:
         print(f"localvm: error: {args.name} is not running; run `python -m localvm up` first",
               file=sys.stderr)
         return 2

@@ -115,7 +115,7 @@ class Testbed:
         tmp.write_text(json.dumps(state, indent=2) + "\n")
         os.replace(tmp, self.state_file)
 
-    def _our_pid(self, name: str) -> int | None:
+    def our_pid(self, name: str) -> int | None:
         """The PID of this testbed's QEMU for ``name``, if it is alive and really ours."""
         pid = _read_pid(self.vm_dir(name) / "qemu.pid")
         if pid and _pid_alive(pid) and str(self.vm_dir(name)) in _cmdline(pid):
@@ -137,7 +137,7 @@ class Testbed:
         state = self.state().get("machines", {})
         out = []
         for m in self.lab.machines:
-            pid = self._our_pid(m.name)
+            pid = self.our_pid(m.name)
             pidfile_left = (self.vm_dir(m.name) / "qemu.pid").exists()
             port = state.get(m.name, {}).get("port")
             st = "running" if pid else ("dead" if pidfile_left else "stopped")
@@ -177,10 +177,13 @@ class Testbed:
         self.ssh_config.write_text("".join(cfg))
 
     # ------------------------------------------------------------ ssh
-    def ssh_argv(self, name: str, command: str | None = None, multiplex: bool = True) -> list[str]:
+    def ssh_argv(self, name: str, command: str | None = None, multiplex: bool = True,
+                 options: tuple[str, ...] = ()) -> list[str]:
         argv = ["ssh", "-F", str(self.ssh_config)]
         if not multiplex:
             argv += ["-o", "ControlMaster=no", "-o", "ControlPath=none"]
+        for option in options:
+            argv += ["-o", option]
         argv.append(name)
         if command is not None:
             argv += ["--", command]
@@ -217,11 +220,10 @@ class Testbed:
         started = time.monotonic()
         last_report = started
         while True:
-            if not self._our_pid(name):
+            if not self.our_pid(name):
                 raise TestbedError(f"{name}: QEMU exited while booting\n{self.serial_tail(name)}")
             probe = subprocess.run(
-                self.ssh_argv(name, "true", multiplex=False) [:3] +
-                ["-o", "ConnectTimeout=10", "-o", "BatchMode=yes"] + self.ssh_argv(name, "true", multiplex=False)[3:],
+                self.ssh_argv(name, "true", multiplex=False, options=("ConnectTimeout=10", "BatchMode=yes")),
                 capture_output=True, text=True, timeout=60)
             if probe.returncode == 0:
                 self.progress.say(f"SSH answers after {format_duration(time.monotonic() - started)}", name)
@@ -312,7 +314,7 @@ class Testbed:
                 "ssh_config": str(self.ssh_config),
                 "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "machines": {m.name: {"host": "127.0.0.1", "port": ports[m.name], "user": "root",
-                                      "pid": self._our_pid(m.name), "memory_mb": m.memory_mb,
+                                      "pid": self.our_pid(m.name), "memory_mb": m.memory_mb,
                                       "cpus": m.cpus, "swap_mb": m.swap_mb}
                              for m in self.lab.machines},
             }
@@ -369,9 +371,10 @@ class Testbed:
         """Stop every VM of this testbed, verify none is left, remove run state. Idempotent."""
         stopped = []
         for m in self.lab.machines:
-            subprocess.run(self.ssh_argv(m.name, None)[:3] + ["-O", "exit", m.name],
-                           capture_output=True, timeout=10) if self.ssh_config.exists() else None
-            pid = self._our_pid(m.name)
+            if self.ssh_config.exists():  # end this testbed's SSH master connections
+                subprocess.run(["ssh", "-F", str(self.ssh_config), "-O", "exit", m.name],
+                               capture_output=True, timeout=10)
+            pid = self.our_pid(m.name)
             if pid:
                 self._stop_pid(pid, self.vm_dir(m.name) / "qmp.sock")
                 stopped.append(m.name)

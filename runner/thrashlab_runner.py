@@ -1031,6 +1031,20 @@ def record_failure(ctx: Ctx, case: str, step: str, error: str) -> None:
             pass
 
 
+def finish_run(run: dict, info: dict, works: list, settle_info: dict, tmp: str, final: str) -> None:
+    """Both cases end a run alike: run.json (the case's own keys first, then
+    what execute_run measured) written last, the directory committed, and a
+    run whose every work process failed reported as an error."""
+    run.update({k: info[k] for k in ("wall_s", "overlap_s", "started", "ended", "exit_codes", "oom_killed")})
+    run.update({k: v for k, v in info.items() if k not in run})
+    run["settle"] = settle_info
+    run["runner_started"] = RUNNER_STARTED
+    run["runner_version"] = RUNNER_VERSION
+    atomic_json(os.path.join(tmp, "run.json"), run)
+    commit_dir(tmp, final)
+    check_every_work_failed(info, works, final)
+
+
 def cmd_case2_point(ctx: Ctx) -> dict:
     a = ctx.args
     params = ctx.read_params("case2")
@@ -1059,16 +1073,9 @@ def cmd_case2_point(ctx: Ctx) -> dict:
             os.unlink(barrier)
         except OSError:
             pass
-    run = {"case": 2, "n": n, "repeat": r, "work_mb": work_mb, "mode": params["mode"],
-           "accesses": params["accesses"], "seconds": params["seconds"]}
-    run.update({k: info[k] for k in ("wall_s", "overlap_s", "started", "ended", "exit_codes", "oom_killed")})
-    run.update({k: v for k, v in info.items() if k not in run})
-    run["settle"] = settle_info
-    run["runner_started"] = RUNNER_STARTED
-    run["runner_version"] = RUNNER_VERSION
-    atomic_json(os.path.join(tmp, "run.json"), run)
-    commit_dir(tmp, final)
-    check_every_work_failed(info, works, final)
+    finish_run({"case": 2, "n": n, "repeat": r, "work_mb": work_mb, "mode": params["mode"],
+                "accesses": params["accesses"], "seconds": params["seconds"]},
+               info, works, settle_info, tmp, final)
     thr = info.get("accesses_per_s_sum")
     maj = info.get("majflt_sum")
     notes = []
@@ -1180,15 +1187,7 @@ def cmd_case1_pair(ctx: Ctx) -> dict:
                    psi_interval=float(params.get("psi_interval_s", a.psi_interval)),
                    monitor_argv_head=[ctx.monitor_bin], monitor_grace=a.monitor_grace)
     info, wjson = execute_run(ctx.machine, spec, tmp)
-    run = {"case": 1, "pair": name, "processes": procs}
-    run.update({k: info[k] for k in ("wall_s", "overlap_s", "started", "ended", "exit_codes", "oom_killed")})
-    run.update({k: v for k, v in info.items() if k not in run})
-    run["settle"] = settle_info
-    run["runner_started"] = RUNNER_STARTED
-    run["runner_version"] = RUNNER_VERSION
-    atomic_json(os.path.join(tmp, "run.json"), run)
-    commit_dir(tmp, final)
-    check_every_work_failed(info, wjson, final)
+    finish_run({"case": 1, "pair": name, "processes": procs}, info, wjson, settle_info, tmp, final)
     minf = [w.get("minflt") for w in wjson if isinstance(w, dict)]
     majf = [w.get("majflt") for w in wjson if isinstance(w, dict)]
     notes = []
