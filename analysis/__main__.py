@@ -1,4 +1,4 @@
-"""``python -m analysis {case1,case2,compare,report} [RUN]``: the command line.
+"""``python -m analysis {case1,case2,compare,report,bench} [RUN]``: the command line.
 
 Each subcommand imports its module only when it runs, so ``--help`` and
 table-only runs do not pay for matplotlib.
@@ -55,13 +55,32 @@ FILE:LINE: what). A broken case2 repeat (run.json or a work JSON missing or
 corrupt, a failed process) is dropped with a warning naming the file; bad PSI
 files only blank that repeat's PSI values. Machines whose manifest status is
 not ok are skipped with a warning. Figures (PNG and SVG) go to RUN/analysis/.
+bench reads RUN/<machine>/bench/ (docs/results-format.md, "bench/"): a run
+without it is an error (run the benchmark, ./bench.sh); a run without case2/
+or testbed.json still reports, those sections saying "not measured".
+"""
+
+BENCH_DESCRIPTION = """\
+The benchmark of the testbed itself, from RUN/<machine>/bench/ (./bench.sh),
+the run's case2/ sweep and RUN/testbed.json: what pfprof costs against
+`perf stat -I 50` and a 20 Hz /proc/<pid>/stat poller (paired wall-time
+ratios per round: mean, 95% CI by Student t, min-max; the profiler's CPU),
+the work handler's time per tick against N (least-squares line, R^2), the
+share of 50 ms ticks within one jiffy (idle and at the thrashing point N*),
+records dropped, and how much of a Case Study 2 sweep is the testbed's own
+overhead (settling, the runner, Ansible and ssh); then the targets, met or
+missed, and a short discussion. Prints the report as text and writes the
+same content as Markdown to docs/benchmarks.md of the repository (atomically;
+--doc FILE elsewhere, --no-doc nowhere). Every figure names its machine, RAM
+and accelerator. What each figure is: pydoc analysis.bench.
 """
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG, formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Where each machine of a thrashlab run starts to thrash: tables, figures, report.",
+        description="Where each machine of a thrashlab run starts to thrash: tables, figures, report; "
+                    "and the benchmark of the testbed itself (bench).",
         epilog=EPILOG)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
@@ -107,6 +126,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", help="where figures and the report go (default: RUN/analysis)")
     p.add_argument("-o", "--output", metavar="FILE", help="the report's path (default: OUT/report.html)")
     p.set_defaults(func=_dispatch("report"))
+
+    p = sub.add_parser("bench", formatter_class=argparse.RawDescriptionHelpFormatter,
+                       help="the benchmark: pfprof's cost against perf and a /proc poller, tick fidelity, "
+                            "testbed overhead; writes docs/benchmarks.md",
+                       description=BENCH_DESCRIPTION, epilog=EPILOG)
+    _run_arg(p)
+    doc = p.add_mutually_exclusive_group()
+    doc.add_argument("--doc", metavar="FILE",
+                     help="where the Markdown goes (default: docs/benchmarks.md of the repository)")
+    doc.add_argument("--no-doc", action="store_true", help="write no Markdown file, print only")
+    p.add_argument("--notes", metavar="FILE",
+                   help="hand-written Markdown included verbatim in the doc under 'Notes' (default: "
+                        "docs/benchmarks-notes.md of the repository, when it exists)")
+    p.add_argument("--json", action="store_true",
+                   help="print the computed figures as one JSON object instead of the tables (the doc "
+                        "is still written unless --no-doc)")
+    p.set_defaults(func=_dispatch("bench"))
     return parser
 
 

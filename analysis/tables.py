@@ -24,6 +24,8 @@ class Column:
     header: Optional[str] = None
     kind: str = "str"          # str | int | float | si (a count or rate shown with k/M/G) | ranges
     #                            | g (a number shown without trailing zeros: 2, 1.5)
+    #                            | num (a number already formatted as text, e.g. with its interval:
+    #                              shown as given, right-aligned)
     digits: int = 1            # decimals of float columns (text and machine formats)
     human: bool = True         # shown in text and Markdown (machine formats show every column)
 
@@ -101,7 +103,7 @@ def machine(col: Column, v: Any) -> Any:
 
 
 def _is_numeric(col: Column) -> bool:
-    return col.kind in ("int", "float", "si", "g")
+    return col.kind in ("int", "float", "si", "g", "num")
 
 
 def render_text(rows: Sequence[dict], columns: Sequence[Column]) -> str:
