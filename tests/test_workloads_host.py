@@ -1,8 +1,9 @@
-"""work and monitor on the host, without the module.
+"""work, monitor and procpoll on the host, without the module.
 
 work runs with --no-register (or a plain file as its status file); monitor
 reads a regular file laid out like the ring of /dev/pfprof (kmod/pfprof.h),
-which exercises its parsing, its protocol and its output formats.
+which exercises its parsing, its protocol and its output formats; procpoll
+polls real processes and is checked against their own getrusage().
 """
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ import io
 import json
 import math
 import os
+import re
 import shutil
+import statistics
 import signal
 import struct
 import subprocess
@@ -29,15 +32,17 @@ KEYS = {"pid", "mb", "mode", "accesses_per_iteration", "iterations", "accesses",
 
 @pytest.fixture(scope="module")
 def bins(tmp_path_factory) -> Path:
-    """work and monitor built with -Werror in a copy of the tree."""
+    """work, monitor and procpoll built with -Werror in a copy of the tree."""
     root = tmp_path_factory.mktemp("wl")
     shutil.copytree(REPO / "workloads", root / "workloads",
-                    ignore=shutil.ignore_patterns("work", "monitor"))
+                    ignore=shutil.ignore_patterns("work", "monitor", "procpoll"))
     shutil.copytree(REPO / "kmod", root / "kmod", ignore=shutil.ignore_patterns("*.o", "*.ko"))
     r = subprocess.run(["make", "-C", str(root / "workloads"), "WERROR=1"],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "warning" not in (r.stdout + r.stderr).lower()
+    for prog in ("work", "monitor", "procpoll"):
+        assert os.access(root / "workloads" / prog, os.X_OK), prog
     return root / "workloads"
 
 
@@ -307,6 +312,227 @@ def test_monitor_sigterm_drains_and_summarises(bins, tmp_path):
     assert p.returncode == 0
     assert len(out.read_text().splitlines()) == 3
     assert "records 2 dropped 0" in err
+
+
+# --- procpoll: polls real processes ----------------------------------------
+
+SUMMARY = re.compile(r"procpoll: samples (\d+) rows (\d+) late (\d+) pids (\d+)")
+
+
+def poll_rows(text: str) -> list[tuple[int, ...]]:
+    """Rows of procpoll's CSV as (ts_ns, pid, minflt, majflt, cpu_ns)."""
+    rows = list(csv.reader(io.StringIO(text)))
+    assert rows[0] == ["ts_ns", "pid", "minflt", "majflt", "cpu_ns"]
+    return [tuple(map(int, row)) for row in rows[1:]]
+
+
+def poll_summary(stderr: str) -> dict:
+    """The summary, which is the last line of stderr."""
+    m = SUMMARY.fullmatch(stderr.splitlines()[-1])
+    assert m, stderr
+    return dict(zip(("samples", "rows", "late", "pids"), map(int, m.groups())))
+
+
+def stat_fields(pid: int) -> list[str]:
+    """Fields 3 onwards of /proc/<pid>/stat: fields[0] is the state."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def start_work(bins, *args) -> subprocess.Popen:
+    return subprocess.Popen([str(bins / "work"), "--no-register", *map(str, args)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_procpoll_tracks_work_at_20hz(bins, tmp_path):
+    """Polls a work child until it exits: 50 ms apart, cumulative counts that
+    end where work's own getrusage() ends (16 MiB filled: ~4096 faults)."""
+    w = start_work(bins, 16, "R", 10000, "--seconds", 2, "--sleep-ms", 0)
+    out = tmp_path / "poll.csv"
+    p = subprocess.Popen([str(bins / "procpoll"), "-i", "50", "-o", str(out), str(w.pid)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wout, werr = w.communicate(timeout=60)
+    pout, perr = p.communicate(timeout=10)  # ends by itself: work is gone
+    assert w.returncode == 0, werr
+    assert p.returncode == 0, perr
+    assert pout == ""  # -o: everything went to the file
+    j = json.loads(wout)
+    rows = poll_rows(out.read_text())
+    assert len(rows) >= 30 and {r[1] for r in rows} == {w.pid}
+    ts = [r[0] for r in rows]
+    gaps = [b - a for a, b in zip(ts, ts[1:])]
+    assert abs(statistics.median(gaps) - 50e6) <= 5e6
+    assert abs(ts[-1] - j["end_mono_ns"]) <= 100e6  # CLOCK_MONOTONIC like work's
+    for col in (2, 3, 4):  # cumulative totals, not deltas
+        assert all(a[col] <= b[col] for a, b in zip(rows, rows[1:]))
+    last = rows[-1]
+    assert last[2] >= 4096
+    assert 0 <= j["minflt"] - last[2] <= 32  # no more faults after the fill
+    assert last[3] <= j["majflt"]
+    cpu_ns = (j["utime_s"] + j["stime_s"]) * 1e9
+    assert cpu_ns - 200e6 <= last[4] <= cpu_ns + 1e6  # the last row is <= 50 ms before the end
+    s = poll_summary(perr)
+    assert s == {"samples": len(rows), "rows": len(rows), "late": s["late"], "pids": 1}
+
+
+def test_procpoll_several_pids(bins):
+    mbs = (4, 16, 32)
+    works = [start_work(bins, mb, "R", 1000, "--seconds", 1, "--sleep-ms", 0) for mb in mbs]
+    p = subprocess.Popen([str(bins / "procpoll"), *(str(w.pid) for w in works)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    res = [json.loads(w.communicate(timeout=60)[0]) for w in works]
+    out, err = p.communicate(timeout=10)
+    assert p.returncode == 0, err
+    rows = poll_rows(out)
+    by_pid = {w.pid: [r for r in rows if r[1] == w.pid] for w in works}
+    assert sum(map(len, by_pid.values())) == len(rows)
+    for w, mb, j in zip(works, mbs, res):
+        mine = by_pid[w.pid]
+        assert len(mine) >= 10, (w.pid, len(mine))
+        assert mb * 256 <= mine[-1][2] <= j["minflt"] <= mine[-1][2] + 32
+    # one time stamp per sample, shared by the pids sampled then
+    samples = {}
+    for r in rows:
+        samples.setdefault(r[0], []).append(r[1])
+    assert all(len(pids) == len(set(pids)) for pids in samples.values())
+    assert max(map(len, samples.values())) == 3
+    s = poll_summary(err)
+    assert (s["samples"], s["rows"], s["pids"]) == (len(samples), len(rows), 3)
+
+
+def test_procpoll_ends_when_the_pids_are_gone(bins):
+    """One child reaped, one left a zombie: both count as gone."""
+    kids = [subprocess.Popen(["sleep", t]) for t in ("0.3", "0.6")]
+    t0 = time.monotonic()
+    p = subprocess.Popen([str(bins / "procpoll"), "-i", "20", *(str(k.pid) for k in kids)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    kids[0].wait()
+    try:
+        out, err = p.communicate(timeout=10)
+        assert stat_fields(kids[1].pid)[0] == "Z"  # not reaped yet
+    finally:
+        kids[1].wait()
+    assert p.returncode == 0, err
+    assert time.monotonic() - t0 < 3
+    rows = poll_rows(out)
+    n = [sum(r[1] == k.pid for r in rows) for k in kids]
+    assert 5 <= n[0] < n[1]  # the shorter sleep stopped being sampled first
+    s = poll_summary(err)
+    assert (s["samples"], s["rows"], s["pids"]) == (len({r[0] for r in rows}), len(rows), 2)
+    assert s["samples"] == n[1]
+
+
+@pytest.mark.parametrize("args", [[], ["0"], ["-5"], ["abc"], ["12x"], ["SELF", "0"],
+                                  ["-i", "0", "SELF"], ["-i", "60001", "SELF"],
+                                  ["-i", "x", "SELF"], ["--max-seconds", "0", "SELF"],
+                                  ["--bogus", "SELF"], ["-o"]])
+def test_procpoll_usage_errors(bins, args):
+    args = [str(os.getpid()) if a == "SELF" else a for a in args]
+    r = subprocess.run([str(bins / "procpoll"), *args], capture_output=True, text=True, timeout=10)
+    assert r.returncode == 2, (args, r.stderr)
+    assert r.stdout == "" and "usage: procpoll" in r.stderr
+
+
+def test_procpoll_help_and_missing_pid(bins, tmp_path):
+    for flag in ("-h", "--help"):
+        r = subprocess.run([str(bins / "procpoll"), flag], capture_output=True, text=True)
+        assert r.returncode == 0 and r.stdout.startswith("usage: procpoll") and r.stderr == ""
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # reaped: its pid names no process
+    out = tmp_path / "poll.csv"
+    r = subprocess.run([str(bins / "procpoll"), "-o", str(out), str(os.getpid()), str(gone.pid)],
+                       capture_output=True, text=True, timeout=10)
+    assert r.returncode == 1 and f"no process with pid {gone.pid}" in r.stderr
+    assert r.stdout == "" and not out.exists()  # checked before anything is written
+
+
+def test_procpoll_comm_with_spaces_and_parens(bins, tmp_path):
+    """A comm that looks like more fields (and a zombie's state) after its
+    first ')': the fields start after the last one."""
+    exe = tmp_path / "a) Z 1 (2) b"
+    shutil.copy(shutil.which("sleep"), exe)
+    k = subprocess.Popen([str(exe), "30"])
+    try:
+        deadline = time.monotonic() + 5
+        while stat_fields(k.pid)[0] != "S" and time.monotonic() < deadline:
+            time.sleep(0.01)  # until it is asleep: then nothing changes
+        assert f"{k.pid} (a) Z 1 (2) b) S " in Path(f"/proc/{k.pid}/stat").read_text()
+        r = subprocess.run([str(bins / "procpoll"), "--max-seconds", "0.3", str(k.pid)],
+                           capture_output=True, text=True, timeout=10)
+        f = stat_fields(k.pid)
+    finally:
+        k.kill()
+        k.wait()
+    assert r.returncode == 0, r.stderr
+    rows = poll_rows(r.stdout)
+    assert len(rows) == 6 and {row[1] for row in rows} == {k.pid}
+    minflt, majflt, ticks = int(f[7]), int(f[9]), int(f[11]) + int(f[12])
+    assert minflt > 0
+    assert rows[-1][2:] == (minflt, majflt, ticks * 10**9 // os.sysconf("SC_CLK_TCK"))
+
+
+def test_procpoll_max_seconds_and_repeated_pid(bins):
+    me = str(os.getpid())
+    t0 = time.monotonic()
+    r = subprocess.run([str(bins / "procpoll"), "-i", "50", "--max-seconds", "0.5", me, me],
+                       capture_output=True, text=True, timeout=10)
+    assert r.returncode == 0, r.stderr
+    assert time.monotonic() - t0 < 2
+    rows = poll_rows(r.stdout)
+    s = poll_summary(r.stderr)
+    assert s["pids"] == 1 and s["rows"] == s["samples"] == len(rows)  # sampled once
+    assert s["samples"] + s["late"] == 10  # the slots 0, 50, ..., 450 ms
+
+
+def test_procpoll_skips_missed_samples(bins):
+    """Stopped for 400 ms: on waking it skips the slots missed (counted as
+    late) instead of catching up in a burst, and stays on its grid."""
+    p = subprocess.Popen([str(bins / "procpoll"), "-i", "50", "--max-seconds", "1.5",
+                          str(os.getpid())],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(0.4)
+        p.send_signal(signal.SIGSTOP)
+        time.sleep(0.4)
+    finally:
+        p.send_signal(signal.SIGCONT)
+    out, err = p.communicate(timeout=10)
+    assert p.returncode == 0, err
+    ts = [r[0] for r in poll_rows(out)]
+    gaps = [b - a for a, b in zip(ts, ts[1:])]
+    s = poll_summary(err)
+    assert 5 <= s["late"] <= 9, err
+    assert s["samples"] + s["late"] == 30
+    assert max(gaps) >= 300e6
+    assert sum(g < 5e6 for g in gaps) <= 1  # a burst would be several; the late sample may
+    # be close to the next slot. After the gap, the samples are back on the grid of ts[0]:
+    after = ts[gaps.index(max(gaps)) + 2:]
+    offsets = [abs((t - ts[0] + 25_000_000) % 50_000_000 - 25_000_000) for t in after]
+    assert len(after) >= 5 and statistics.median(offsets) < 5e6
+
+
+def test_procpoll_sigterm_finishes_the_sample(bins, tmp_path):
+    out = tmp_path / "poll.csv"
+    p = subprocess.Popen([str(bins / "procpoll"), "-o", str(out), str(os.getpid())],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.4)
+    assert len(out.read_text().splitlines()) >= 4  # live: flushed once per sample
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=5)
+    assert p.returncode == 0, err
+    text = out.read_text()
+    assert text.endswith("\n")
+    s = poll_summary(err)
+    assert s["rows"] == len(poll_rows(text)) >= 4
+
+
+def test_procpoll_builds_without_kmod(tmp_path):
+    """procpoll needs only /proc: it builds in a tree without ../kmod."""
+    for name in ("Makefile", "procpoll.c"):
+        shutil.copy(REPO / "workloads" / name, tmp_path / name)
+    r = subprocess.run(["make", "-C", str(tmp_path), "WERROR=1", "procpoll"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "warning" not in (r.stdout + r.stderr).lower()
 
 
 def test_readme_reader_example_compiles(tmp_path):
