@@ -34,8 +34,8 @@ def main(argv=None) -> int:
     p.add_argument("-i", "--inventory", action="append", metavar="SOURCE",
                    help="Ansible inventory (default: ansible.cfg's, i.e. the lab through its testbed); repeatable")
     p.add_argument("--limit", metavar="PATTERN", help="only these hosts (an Ansible host pattern)")
-    p.add_argument("--expect-case", choices=("case1", "case2"),
-                   help="fail a machine whose run lacks this case study (the case playbooks set it)")
+    p.add_argument("--expect-case", choices=("case1", "case2", "bench"), action="append",
+                   help="fail a machine whose run lacks this case study (the case playbooks set it); repeatable")
     p.add_argument("--host-error", action="append", type=_host_error, default=[], metavar="NAME=MESSAGE",
                    help="a machine the case playbook saw fail: reported as failed with MESSAGE, not collected")
     p.add_argument("--results-dir", metavar="DIR",

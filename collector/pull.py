@@ -46,7 +46,13 @@ from .inventory import Host
 
 COLLECTOR_VERSION = 1
 TEST_HOOK_ENV = "THRASHLAB_COLLECTOR_TEST_HOOK"
-CASES = ("case1", "case2")
+CASES = ("case1", "case2", "bench")
+
+
+def _as_list(value) -> list:
+    if not value:
+        return []
+    return [value] if isinstance(value, str) else list(value)
 
 
 class CollectError(RuntimeError):
@@ -77,7 +83,7 @@ class Options:
     run_id: str | None = None
     retries: int = 4
     timeout: float = 30.0
-    expect_case: str | None = None
+    expect_case: str | list | None = None  # a case, or several, that must be there
     host_errors: dict = field(default_factory=dict)
     results_dir: Path | None = None
     backoff_base: float = 1.0
@@ -215,8 +221,9 @@ class HostPull:
         problems = []
         if "facts.json" not in files:
             problems.append("no facts.json")
-        if self.opts.expect_case and self.opts.expect_case not in cases:
-            problems.append(f"no {self.opts.expect_case}")
+        for expected in _as_list(self.opts.expect_case):
+            if expected not in cases:
+                problems.append(f"no {expected}")
         if not cases:
             problems.append("no case study results")
         for case in cases:
@@ -391,7 +398,7 @@ def build_manifest(run_id: str, lab: dict, hosts: list[Host], results: dict[str,
                                 "retries": r.retries}
     return {
         "run_id": run_id,
-        "case": "+".join(cases) if cases else (opts.expect_case or None),
+        "case": "+".join(cases) if cases else ("+".join(_as_list(opts.expect_case)) or None),
         "complete": all(results[h.name].status == "ok" for h in hosts),
         "git_revision": rev, "git_dirty": dirty,
         "started": min(starts) if starts else None,

@@ -456,8 +456,11 @@ void pfprof_show_stats(struct seq_file *m)
 	seq_printf(m, "ticks_merged %llu\n", merged);
 	seq_printf(m, "ticks_resync %llu\n", resync);
 	pfprof_ring_show_stats(m);
+	/* Sums too, so that a reader can take the mean over any stretch of ticks. */
+	seq_printf(m, "work_ns_sum %llu\n", pfprof_stats.work_ns_sum);
 	seq_printf(m, "work_ns_mean %llu\n", pfprof_mean(pfprof_stats.work_ns_sum, pfprof_stats.ticks));
 	seq_printf(m, "work_ns_max %llu\n", pfprof_stats.work_ns_max);
+	seq_printf(m, "lateness_ns_sum %llu\n", pfprof_stats.late_ns_sum);
 	seq_printf(m, "lateness_ns_mean %llu\n", pfprof_mean(pfprof_stats.late_ns_sum, pfprof_stats.ticks));
 	seq_printf(m, "lateness_ns_max %llu\n", pfprof_stats.late_ns_max);
 	seq_printf(m, "registered %u\n", pfprof_nr_procs);

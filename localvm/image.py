@@ -31,6 +31,7 @@ PACKAGES = [
     "linux-image-amd64", "linux-headers-amd64", "gcc", "make", "libc6-dev",
     "openssh-server", "python3", "systemd-sysv", "udev", "kmod", "procps",
     "iproute2", "initramfs-tools", "zstd", "qemu-guest-agent", "ca-certificates", "dkms",
+    "linux-perf",  # the peer profiler of the benchmarks (perf stat -I)
 ]
 # Leave out what a testbed guest never reads; it makes the build faster.
 DPKG_OPTIONS = [

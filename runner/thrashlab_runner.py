@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""thrashlab runner: Case Study 1 and 2 on one lab machine.
+"""thrashlab runner: Case Study 1 and 2, and the benchmarks, on one lab machine.
 
 Copied to every machine by playbooks/roles/case_runner and run there as root,
 one command per Ansible task. Python 3 standard library only (the machines
@@ -11,7 +11,10 @@ have python3 and no pip).
                                      (SPEC: "MB MODE ACCESSES [ITERATIONS]", MB may be auto,
                                       ACCESSES many or few: --accesses-many/--accesses-few)
     thrashlab_runner.py case1-pair   --run-id ID --pair A
-    thrashlab_runner.py case-finish  --run-id ID --case case1|case2
+    thrashlab_runner.py bench-start  --run-id ID --machine NAME [--rounds R --processes 1,8,32 ...]
+    thrashlab_runner.py bench-idle   --run-id ID
+    thrashlab_runner.py bench-round  --run-id ID --round K
+    thrashlab_runner.py case-finish  --run-id ID --case case1|case2|bench
     thrashlab_runner.py facts        --run-id ID --machine NAME
     thrashlab_runner.py plan-case2   --mem-available-mb A --swap-mb S [plan options]   (prints, writes nothing)
 
@@ -1210,9 +1213,14 @@ def cmd_case_finish(ctx: Ctx) -> dict:
     d = ctx.case_dir(case)
     if case == "case2":
         expected = [point_dir_name(n, r) for n, r in params["order"]]
+    elif case == "bench":
+        expected = ["idle"] + ["overhead/r-%02d" % r for r in range(1, params["rounds"] + 1)]
     else:
         expected = sorted(params["processes"])
-    missing = [e for e in expected if not os.path.isfile(os.path.join(d, e, "run.json"))]
+    # a run's record: run.json (a bench round: r-NN.json beside its directory)
+    missing = [e for e in expected
+               if not os.path.isfile(os.path.join(d, e + ".json") if e.startswith("overhead/")
+                                     else os.path.join(d, e, "run.json"))]
     if missing:
         raise RunnerError("%s is incomplete: no %s" % (d, ", ".join(missing)))
     params["ended"] = utc_now()
@@ -1223,6 +1231,443 @@ def cmd_case_finish(ctx: Ctx) -> dict:
     fsync_dir(d)
     return {"summary": "%s complete: %d run(s) in %s" % (case, len(expected), d), "case": case,
             "runs": len(expected), "dir": d}
+
+
+# ---------------------------------------------------------------------------- benchmarks
+#
+# What does profiling cost, and how faithful are pfprof's ticks? One fixed,
+# in-memory work load (N processes of a few MiB, the same seeds every time)
+# runs under four conditions, interleaved in a shuffled order in every round:
+#   none    work --no-register, nothing watching
+#   pfprof  work registered, monitor streaming the ring to a file
+#   perf    perf stat -I <interval> -e minor-faults,major-faults -p <pids>
+#   poller  procpoll -i <interval> <pids> (/proc/<pid>/stat at the same rate)
+# Each profiler is attached while the processes wait at their barrier, and the
+# runner releases them once it is watching: wall_s covers only the timed phases
+# (max end - min start), all of them under observation. Idle fidelity: one
+# registered sleeping process, the monitor streaming, for --idle-seconds.
+
+BENCH_CONDITIONS = ("none", "pfprof", "perf", "poller")
+PERF_EVENTS = "minor-faults,major-faults"
+
+
+def parse_stats(text: str) -> dict:
+    """/proc/pfprof/stats: "key value" lines; numbers as ints."""
+    out = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].lstrip("-").isdigit():
+            out[parts[0]] = int(parts[1])
+    return out
+
+
+def parse_int_list(text: str, name: str) -> list[int]:
+    try:
+        values = [int(v) for v in str(text).replace(" ", "").split(",") if v]
+    except ValueError:
+        raise RunnerError("%s: %r is not a comma-separated list of integers" % (name, text))
+    if not values or any(v < 1 for v in values):
+        raise RunnerError("%s: %r needs positive integers" % (name, text))
+    return sorted(set(values))
+
+
+def bench_order(processes: list[int], rounds: int, seed: int) -> list[list[list]]:
+    """Per round, every (N, condition) cell once, in a shuffled order: drifts of
+    the machine (caches, the host's load) spread over all conditions alike."""
+    import random
+    plan = []
+    for r in range(1, rounds + 1):
+        cells = [[n, c] for n in processes for c in BENCH_CONDITIONS]
+        random.Random(seed * 1000 + r).shuffle(cells)
+        plan.append(cells)
+    return plan
+
+
+def perf_version(perf: str) -> str | None:
+    try:
+        out = subprocess.run([perf, "version"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def wait_for(predicate, timeout: float, what: str, proc=None, interval: float = 0.01) -> None:
+    """Poll until predicate() is true; a RunnerError after ``timeout`` or when
+    ``proc`` (the process that should make it true) has exited."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if proc is not None and proc.poll() is not None:
+            raise RunnerError("%s: the process exited with status %s first" % (what, exit_code(proc.returncode)))
+        if time.monotonic() > deadline:
+            raise RunnerError("%s: not after %.0f s" % (what, timeout))
+        time.sleep(interval)
+
+
+def barrier_count(path: str) -> int:
+    try:
+        with open(path, "rb") as f:
+            data = f.read(4)
+    except OSError:
+        return 0
+    return int.from_bytes(data, "little") if len(data) == 4 else 0
+
+
+# futex(2)'s number where the runner knows it (the workloads' waits time out
+# after 100 ms anyway, so another architecture only starts a little later).
+FUTEX_SYSCALL = {"x86_64": 202, "aarch64": 98, "riscv64": 98, "i686": 240}
+FUTEX_WAKE = 1
+
+
+def release_barrier(path: str, value: int) -> None:
+    """Raise the barrier's counter to ``value`` and wake its waiters: every work
+    process has arrived and sleeps on a futex at the counter (work.c)."""
+    import ctypes
+    import mmap
+    fd = os.open(path, os.O_RDWR)
+    try:
+        m = mmap.mmap(fd, 64)
+    finally:
+        os.close(fd)
+    try:
+        m[0:4] = value.to_bytes(4, "little")
+        nr = FUTEX_SYSCALL.get(platform.machine())
+        if nr is not None:
+            word = ctypes.c_uint32.from_buffer(m)
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.syscall(ctypes.c_long(nr), ctypes.byref(word), ctypes.c_int(FUTEX_WAKE),
+                         ctypes.c_int(2 ** 31 - 1), None, None, ctypes.c_int(0))
+            del word  # no exported pointer may be left when the mapping closes
+    finally:
+        m.close()
+
+
+def has_data_line(path: str) -> bool:
+    """True once ``path`` holds a line that starts with a digit (after blanks):
+    perf's first interval line, procpoll's first row after its header."""
+    text = read_text(path, "") or ""
+    return any(line.strip()[:1].isdigit() for line in text.splitlines())
+
+
+def wait_reaping(proc, timeout: float) -> float | None:
+    """Wait for ``proc`` and return its user+system CPU seconds (from wait4),
+    or None if it had to be killed after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid == proc.pid:
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            return usage.ru_utime + usage.ru_stime
+        time.sleep(0.02)
+    _stop([proc], grace=2)
+    return None
+
+
+def perf_totals(path: str) -> dict:
+    """Sums of perf stat -x, interval lines: {"minor-faults": n, "major-faults": n}."""
+    totals: dict = {}
+    for line in (read_text(path, "") or "").splitlines():
+        f = line.strip().split(",")
+        if len(f) >= 4 and f[0][:1].isdigit() and f[1].isdigit():
+            totals[f[3]] = totals.get(f[3], 0) + int(f[1])
+    return totals
+
+
+def csv_rows(path: str) -> list[dict]:
+    lines = (read_text(path, "") or "").splitlines()
+    if not lines:
+        return []
+    head = lines[0].split(",")
+    return [dict(zip(head, line.split(","))) for line in lines[1:] if line.count(",") == len(head) - 1]
+
+
+def poller_totals(path: str) -> tuple[int, int, int]:
+    """(samples, minflt, majflt) of a procpoll CSV: totals of each pid's last row."""
+    last, stamps = {}, set()
+    for row in csv_rows(path):
+        last[row["pid"]] = row
+        stamps.add(row["ts_ns"])
+    return (len(stamps), sum(int(r["minflt"]) for r in last.values()),
+            sum(int(r["majflt"]) for r in last.values()))
+
+
+def profile_totals(path: str, pids: set) -> tuple[int, int, int]:
+    """(ticks, minflt, majflt) of a monitor CSV, for the given pids."""
+    ticks, minflt, majflt = set(), 0, 0
+    for row in csv_rows(path):
+        if row["pid"] in pids:
+            minflt += int(row["minflt"])
+            majflt += int(row["majflt"])
+            if not int(row["flags"]) & 4:
+                ticks.add(row["ts_ns"])
+    return len(ticks), minflt, majflt
+
+
+class BenchCtx(Ctx):
+    def __init__(self, args):
+        super().__init__(args)
+        self.procpoll_bin = args.procpoll_bin or os.path.join(args.remote_dir, "workloads", "procpoll")
+
+    def check_bench_tools(self, perf: str):
+        self.check_tools()
+        if not os.access(self.procpoll_bin, os.X_OK):
+            raise RunnerError("procpoll is not an executable at %s: run `ansible-playbook playbooks/setup.yml`, "
+                              "which builds the workloads" % self.procpoll_bin)
+        if perf_version(perf) is None:
+            raise RunnerError("`%s version` does not run: install perf (Debian: linux-perf; the bench "
+                              "playbook installs it when missing)" % perf)
+
+    def stats(self) -> dict:
+        return parse_stats(self.machine.read("pfprof", "stats"))
+
+    def settle(self):
+        return settle(self.machine, [self.work_bin, self.monitor_bin, self.procpoll_bin],
+                      timeout=self.args.settle_timeout, window=self.args.swap_window)
+
+
+def start_monitor(ctx: BenchCtx, out: str) -> tuple:
+    mlog = open(os.path.join(out, "monitor.log"), "wb")
+    mon = subprocess.Popen([ctx.monitor_bin, "-o", os.path.join(out, "profile.csv"), "--until-idle"],
+                           stdin=subprocess.DEVNULL, stdout=mlog, stderr=subprocess.STDOUT)
+    # Records written before the monitor has the ring open could be missed.
+    wait_for(lambda: has_open(mon.pid, ctx.machine.device), 10, "the monitor opening %s" % ctx.machine.device, mon)
+    return mon, mlog
+
+
+def finish_monitor(mon, mlog, out: str, grace: float) -> dict:
+    """The monitor exits by itself once the registered processes are gone and the
+    ring is drained (--until-idle); its CPU time and last words are returned."""
+    cpu = wait_reaping(mon, grace)
+    mlog.close()
+    log_tail = tail(os.path.join(out, "monitor.log"), 400).strip()
+    return {"exit_code": exit_code(mon.returncode), "cpu_s": cpu, "log_tail": log_tail,
+            "stopped": cpu is None}
+
+
+def cmd_bench_start(ctx: BenchCtx) -> dict:
+    a = ctx.args
+    ctx.check_bench_tools(a.perf)
+    ctx.start_case_dir("bench")
+    settle_info = ctx.settle()
+    facts = ctx.write_facts("bench")
+    stats = ctx.stats()
+    processes = parse_int_list(a.processes, "bench_processes")
+    rounds = _positive_int(a.rounds, "bench_rounds")
+    work_mb = _positive_int(a.work_mb, "bench_work_mb")
+    total = _positive_int(a.accesses_total, "bench_accesses_total")
+    per_iteration = _positive_int(a.accesses_per_iteration, "bench_accesses_per_iteration")
+    idle_seconds = _positive_float(a.idle_seconds, "bench_idle_seconds")
+    need_mb = max(processes) * work_mb
+    avail_mb = facts["mem_available_kb"] / 1024.0
+    if need_mb > 0.6 * avail_mb:
+        raise RunnerError("bench: %d processes x %d MiB = %d MiB is more than 60%% of the %.0f MiB available: "
+                          "the overhead runs must not page (lower bench_work_mb)" % (max(processes), work_mb,
+                                                                                      need_mb, avail_mb))
+    params = {
+        "case": "bench", "run_id": a.run_id, "machine": a.machine, "rounds": rounds, "processes": processes,
+        "conditions": list(BENCH_CONDITIONS),
+        "work": {"mb": work_mb, "mode": "R", "accesses_total": total, "accesses_per_iteration": per_iteration,
+                 "iterations": {str(n): max(1, total // (n * per_iteration)) for n in processes}},
+        "interval_ms": stats.get("interval_ms"), "hz": stats.get("hz"), "idle_seconds": idle_seconds,
+        "perf": a.perf, "perf_version": perf_version(a.perf), "perf_events": PERF_EVENTS,
+        "seed": a.seed, "order": bench_order(processes, rounds, a.seed),
+        "work_bin": ctx.work_bin, "monitor_bin": ctx.monitor_bin, "procpoll_bin": ctx.procpoll_bin,
+        "started": utc_now(), "settle": settle_info, "runner_version": RUNNER_VERSION,
+    }
+    atomic_json(os.path.join(ctx.case_dir("bench"), "params.json"), params)
+    summary = "bench on %s: %d round(s) of N = %s x %s, %d MiB per process, %s accesses per cell; idle %gs" % (
+        a.machine, rounds, ",".join(map(str, processes)), "/".join(BENCH_CONDITIONS), work_mb, _human(total),
+        idle_seconds)
+    return {"summary": summary, "rounds": list(range(1, rounds + 1)), "accelerator": facts.get("accelerator"),
+            "perf_version": params["perf_version"]}
+
+
+def cmd_bench_idle(ctx: BenchCtx) -> dict:
+    """One registered process that sleeps: the ticks of an idle machine."""
+    params = ctx.read_params("bench")
+    earlier_failure(ctx, "bench")
+    ctx.check_tools()
+    settle_info = ctx.settle()
+    final = os.path.join(ctx.case_dir("bench"), "idle")
+    tmp = fresh_tmp_dir(final)
+    seconds = float(params["idle_seconds"])
+    before = ctx.stats()
+    started = utc_now()
+    mon, mlog = start_monitor(ctx, tmp)
+    sleeper = subprocess.Popen(["sleep", str(int(seconds) + 60)], stdin=subprocess.DEVNULL)
+    try:
+        with open(ctx.machine.pfprof_status_path(), "w") as f:
+            f.write("R %d\n" % sleeper.pid)
+        time.sleep(seconds)
+    finally:
+        _stop([sleeper], grace=2)
+    monitor = finish_monitor(mon, mlog, tmp, ctx.args.monitor_grace)
+    after = ctx.stats()
+    ticks, _, _ = profile_totals(os.path.join(tmp, "profile.csv"), {str(sleeper.pid)})
+    run = {"seconds": seconds, "started": started, "ended": utc_now(), "pid": sleeper.pid, "monitor": monitor,
+           "pfprof_stats_before": before, "pfprof_stats_after": after, "settle": settle_info,
+           "runner_started": RUNNER_STARTED, "runner_version": RUNNER_VERSION}
+    atomic_json(os.path.join(tmp, "run.json"), run)
+    commit_dir(tmp, final)
+    dropped = after.get("records_dropped", 0) - before.get("records_dropped", 0)
+    return {"summary": "idle: %d ticks in %gs, %d records dropped" % (ticks, seconds, dropped),
+            "ticks": ticks, "dropped": dropped}
+
+
+def run_bench_cell(ctx: BenchCtx, params: dict, n: int, condition: str, out: str, position: int) -> dict:
+    """One cell: N work processes under one condition. Returns its summary."""
+    w = params["work"]
+    iterations = w["iterations"][str(n)]
+    interval = int(params["interval_ms"])
+    os.makedirs(ctx.machine.run_dir, exist_ok=True)
+    barrier = os.path.join(ctx.machine.run_dir, "bench-barrier-%s" % ctx.args.run_id)
+    if os.path.lexists(barrier):
+        os.unlink(barrier)
+    cell = {"n": n, "condition": condition, "position": position, "ok": False, "profiler": None}
+    phases, t_phase = {}, [time.monotonic()]
+
+    def phase(name):  # where a cell's time goes, beside the measured work
+        now = time.monotonic()
+        phases[name] = round(now - t_phase[0], 3)
+        t_phase[0] = now
+    works, outs, files = [], [], []
+    monitor = mlog = profiler = None
+    try:
+        if condition == "pfprof":
+            monitor, mlog = start_monitor(ctx, out)
+        for k in range(1, n + 1):
+            argv = [ctx.work_bin, "--sleep-ms", "0", "--seed", str(params["seed"] * 100 + k),
+                    "--barrier", barrier, str(n + 1)]
+            if condition != "pfprof":
+                argv.append("--no-register")
+            argv += [str(w["mb"]), w["mode"], str(w["accesses_per_iteration"]), str(iterations)]
+            fo = open(os.path.join(out, ".work-%d.out" % k), "wb")
+            files.append(fo)
+            outs.append(fo.name)
+            works.append(subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=fo,
+                                          stderr=subprocess.STDOUT, preexec_fn=_reset_oom_score))
+        # Everyone filled its memory and waits: attach the profiler now.
+        wait_for(lambda: barrier_count(barrier) >= n, 120, "%d work processes reaching the barrier" % n)
+        phase("start_s")
+        pids = [str(p.pid) for p in works]
+        if condition == "perf":
+            argv = [params["perf"], "stat", "-I", str(interval), "-x", ",", "-e", PERF_EVENTS,
+                    "-p", ",".join(pids), "-o", os.path.join(out, "perf.csv")]
+            profiler = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                        stderr=open(os.path.join(out, "perf.log"), "wb"))
+            wait_for(lambda: has_data_line(os.path.join(out, "perf.csv")), 60, "perf's first interval", profiler)
+        elif condition == "poller":
+            argv = [ctx.procpoll_bin, "-i", str(interval), "-o", os.path.join(out, "poll.csv")] + pids
+            profiler = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                        stderr=open(os.path.join(out, "procpoll.log"), "wb"))
+            wait_for(lambda: has_data_line(os.path.join(out, "poll.csv")), 60, "procpoll's first sample", profiler)
+        before = ctx.stats() if condition == "pfprof" else None
+        phase("attach_s")
+        release_barrier(barrier, n + 1)
+        for p in works:
+            p.wait()
+        after = ctx.stats() if condition == "pfprof" else None
+        phase("run_s")
+        if profiler is not None:
+            # perf stat -p and procpoll end once their processes are gone.
+            cpu = wait_reaping(profiler, 30)
+            cell["profiler"] = {"argv": " ".join(argv), "cpu_s": cpu, "exit_code": exit_code(profiler.returncode)}
+        if monitor is not None:
+            m = finish_monitor(monitor, mlog, out, ctx.args.monitor_grace)
+            cell["profiler"] = {"argv": "%s -o profile.csv --until-idle" % ctx.monitor_bin, "cpu_s": m["cpu_s"],
+                                "exit_code": m["exit_code"], "log_tail": m["log_tail"]}
+            monitor = None
+    finally:
+        alive = [p for p in works + [x for x in (profiler, monitor) if x is not None] if p.poll() is None]
+        if alive:
+            _stop(alive, grace=2)
+        for f in files:
+            f.close()
+        if mlog is not None:
+            mlog.close()
+        try:
+            os.unlink(barrier)
+        except OSError:
+            pass
+    results = []
+    for k, path in enumerate(outs, start=1):
+        text = read_text(path, "") or ""
+        os.unlink(path)
+        parsed = parse_work_output(text)
+        if parsed is None:
+            atomic_write(os.path.join(out, "work-%d.log" % k), text)
+        results.append(parsed)
+    phase("finish_s")
+    cell["phases"] = phases
+    cell["exit_codes"] = [exit_code(p.returncode) for p in works]
+    if any(r is None for r in results) or any(c != 0 for c in cell["exit_codes"]):
+        cell["error"] = "work processes failed (exit codes %s; see work-K.log)" % cell["exit_codes"]
+        return cell
+    atomic_write(os.path.join(out, "works.json"), json.dumps(results) + "\n")
+    cell["wall_s"] = round((max(r["end_mono_ns"] for r in results) - min(r["start_mono_ns"] for r in results)) / 1e9,
+                           6)
+    cell["accesses"] = sum(r["accesses"] for r in results)
+    cell["work_minflt"] = sum(r["minflt"] for r in results)
+    cell["work_majflt"] = sum(r["majflt"] for r in results)
+    cell["work_cpu_s"] = round(sum(r["utime_s"] + r["stime_s"] for r in results), 6)
+    prof = cell["profiler"]
+    if condition == "perf":
+        t = perf_totals(os.path.join(out, "perf.csv"))
+        prof.update({"samples": sum(1 for line in (read_text(os.path.join(out, "perf.csv"), "") or "").splitlines()
+                                    if line.strip()[:1].isdigit() and "minor-faults" in line),
+                     "minflt": t.get("minor-faults"), "majflt": t.get("major-faults")})
+    elif condition == "poller":
+        samples, minflt, majflt = poller_totals(os.path.join(out, "poll.csv"))
+        prof.update({"samples": samples, "minflt": minflt, "majflt": majflt})
+    elif condition == "pfprof":
+        ticks, minflt, majflt = profile_totals(os.path.join(out, "profile.csv"), set(pids))
+        prof.update({"samples": ticks, "minflt": minflt, "majflt": majflt})
+        cell["pfprof"] = {k: after.get(k, 0) - before.get(k, 0)
+                          for k in ("ticks", "work_ns_sum", "records_dropped", "ticks_merged", "ticks_resync")}
+    cell["ok"] = True
+    return cell
+
+
+def cmd_bench_round(ctx: BenchCtx) -> dict:
+    params = ctx.read_params("bench")
+    earlier_failure(ctx, "bench")
+    ctx.check_tools()
+    r = ctx.args.round
+    if not 1 <= r <= params["rounds"]:
+        raise RunnerError("--round %d: the plan has rounds 1-%d" % (r, params["rounds"]))
+    settle_info = ctx.settle()
+    final = os.path.join(ctx.case_dir("bench"), "overhead", "r-%02d" % r)
+    tmp = fresh_tmp_dir(final)
+    started = utc_now()
+    cells = []
+    for position, (n, condition) in enumerate(params["order"][r - 1], start=1):
+        cdir = os.path.join(tmp, "n-%02d-%s" % (n, condition))
+        os.makedirs(cdir)
+        # Only the processes of the cell before: no cache drop or swap wait
+        # inside a round (nothing pages here).
+        wait_for(lambda: not processes_of([ctx.work_bin, ctx.monitor_bin, ctx.procpoll_bin]), 30,
+                 "the previous cell's processes exiting")
+        cell = run_bench_cell(ctx, params, n, condition, cdir, position)
+        log("round %d %d/%d: N=%d %s %s" % (r, position, len(params["order"][r - 1]), n, condition,
+                                             ("%.3fs" % cell["wall_s"]) if cell["ok"] else cell.get("error")))
+        cells.append(cell)
+    doc = {"round": r, "started": started, "ended": utc_now(), "settle": settle_info, "cells": cells,
+           "runner_started": RUNNER_STARTED, "runner_version": RUNNER_VERSION}
+    atomic_json(os.path.join(tmp, "round.json"), doc)
+    commit_dir(tmp, final)
+    atomic_json(final + ".json", doc)
+    failed = [c for c in cells if not c["ok"]]
+    if len(failed) == len(cells):
+        raise RunnerError("every cell of round %d failed: %s" % (r, failed[0].get("error")))
+    walls = {(c["n"], c["condition"]): c.get("wall_s") for c in cells}
+    parts = []
+    for n in params["processes"]:
+        base = walls.get((n, "none"))
+        ratios = ["%s %s" % (c, ("%.3f" % (walls[(n, c)] / base)) if base and walls.get((n, c)) else "n/a")
+                  for c in BENCH_CONDITIONS[1:]]
+        parts.append("N=%d: %s" % (n, ", ".join(ratios)))
+    return {"summary": "round %d: %s%s" % (r, "; ".join(parts),
+                                           (" (%d cell(s) failed)" % len(failed)) if failed else ""),
+            "round": r, "failed": len(failed)}
 
 
 # ---------------------------------------------------------------------------- CLI
@@ -1266,6 +1711,14 @@ def build_parser() -> argparse.ArgumentParser:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
 
+    def common_machine(p):
+        p.add_argument("--machine", required=True, help="the machine's name in the lab")
+        p.add_argument("--memory-mb", type=int, help="the machine's RAM in the lab file")
+        p.add_argument("--swap-mb", type=int, help="the machine's swap in the lab file")
+        p.add_argument("--cpus", type=int)
+        p.add_argument("--accelerator", default="unknown", help="kvm, tcg, ... (from the testbed)")
+        p.add_argument("--backend", help="localvm, vagrant, static")
+
     def common(p, machine=False):
         p.add_argument("--run-id", required=True)
         p.add_argument("--results-dir", default=DEFAULT_RESULTS_DIR)
@@ -1286,12 +1739,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--pfprof-device", default="/dev/pfprof", help=argparse.SUPPRESS)
         p.add_argument("--run-dir", default="/run/thrashlab", help=argparse.SUPPRESS)
         if machine:
-            p.add_argument("--machine", required=True, help="the machine's name in the lab")
-            p.add_argument("--memory-mb", type=int, help="the machine's RAM in the lab file")
-            p.add_argument("--swap-mb", type=int, help="the machine's swap in the lab file")
-            p.add_argument("--cpus", type=int)
-            p.add_argument("--accelerator", default="unknown", help="kvm, tcg, ... (from the testbed)")
-            p.add_argument("--backend", help="localvm, vagrant, static")
+            common_machine(p)
 
     p = sub.add_parser("facts", help="write facts.json of the run and print it")
     common(p, machine=True)
@@ -1346,12 +1794,35 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("case-finish", help="check the case is complete and write its DONE marker")
     common(p)
-    p.add_argument("--case", choices=("case1", "case2"), required=True)
+    p.add_argument("--case", choices=("case1", "case2", "bench"), required=True)
+
+    def bench_common(p):
+        common(p)
+        p.add_argument("--procpoll-bin")
+        p.add_argument("--perf", default="perf", help="the perf program (default: perf from PATH)")
+
+    p = sub.add_parser("bench-start", help="check the tools, settle, facts; write bench/params.json (the plan)")
+    bench_common(p)
+    common_machine(p)
+    p.add_argument("--rounds", default="5", help="rounds of interleaved cells")
+    p.add_argument("--processes", default="1,8,32", help="comma-separated numbers of processes")
+    p.add_argument("--work-mb", default="2", help="MiB per work process (must stay in memory)")
+    p.add_argument("--accesses-total", default="50000000", help="accesses of a cell, split over its processes")
+    p.add_argument("--accesses-per-iteration", default="10000")
+    p.add_argument("--idle-seconds", default="60", help="length of the idle fidelity run (s)")
+    p.add_argument("--seed", type=int, default=1, help="seeds the order of the cells and the work processes")
+
+    p = sub.add_parser("bench-idle", help="idle fidelity: one registered sleeping process, streamed")
+    bench_common(p)
+
+    p = sub.add_parser("bench-round", help="one round: every (N, condition) cell once, in the planned order")
+    bench_common(p)
+    p.add_argument("--round", type=int, required=True)
     return ap
 
 
 # The case whose FAILED marker a failing step writes (the steps after it then stop at once).
-STEP_CASE = {"case2-point": "case2", "case1-pair": "case1"}
+STEP_CASE = {"case2-point": "case2", "case1-pair": "case1", "bench-idle": "bench", "bench-round": "bench"}
 
 
 def _on_signal(signum, frame):
@@ -1377,14 +1848,15 @@ def main(argv=None) -> int:
         signal.signal(s, _on_signal)
     ctx = None
     handlers = {"facts": cmd_facts, "case2-start": cmd_case2_start, "case2-point": cmd_case2_point,
-                "case1-start": cmd_case1_start, "case1-pair": cmd_case1_pair, "case-finish": cmd_case_finish}
+                "case1-start": cmd_case1_start, "case1-pair": cmd_case1_pair, "case-finish": cmd_case_finish,
+                "bench-start": cmd_bench_start, "bench-idle": cmd_bench_idle, "bench-round": cmd_bench_round}
     try:
         if args.cmd == "plan-case2":
             result = cmd_plan_case2(args)
             result["summary"] = "N = %s (predicted %.1f)" % (result["n_values"], result["predicted_n"])
         else:
             protect_self()
-            ctx = Ctx(args)
+            ctx = BenchCtx(args) if args.cmd.startswith("bench-") else Ctx(args)
             result = handlers[args.cmd](ctx)
     except (RunnerError, Interrupted, OSError) as e:
         if isinstance(e, OSError):

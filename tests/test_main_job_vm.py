@@ -34,7 +34,7 @@ def test_main_job_finds_each_machines_knee_near_the_prediction(provisioned, lab_
     job = run([sys.executable, "-m", "thrashlab.main", "--keep"], env=env, timeout=2400)
     assert job.returncode == 0, job.stdout[-5000:] + job.stderr[-5000:]
     assert "where the time went" in job.stderr
-    for step in ("image", "boot", "setup", "case study 2 sweep", "collect", "analysis"):
+    for step in ("image", "boot", "setup", "sweep", "collect", "analysis"):
         assert step in job.stderr.split("where the time went", 1)[1]
 
     latest = tmp_path / "results" / "latest"

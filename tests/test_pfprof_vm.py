@@ -183,7 +183,7 @@ def test_interface_files_and_modes(guest):
     assert out[2].startswith("444 root")
     assert out[3:] == ["50", "128", "1024"]
     stats = guest.stats()
-    for key in ("ticks", "records_written", "records_dropped", "work_ns_mean", "work_ns_max",
+    for key in ("ticks", "records_written", "records_dropped", "work_ns_sum", "work_ns_mean", "work_ns_max",
                 "lateness_ns_mean", "lateness_ns_max", "registered"):
         assert key in stats, key
     assert guest.status() == {}

@@ -49,7 +49,8 @@ static void usage(FILE *f)
 "  --until-idle           exit once a process was seen, every process seen has\n"
 "                         its last record, none is registered and the ring is empty\n"
 "  --max-seconds S        exit after S seconds\n"
-"  --poll-ms MS           longest wait for new records (default 20)\n"
+"  --poll-ms MS           longest wait for new records (default 1000; the kernel wakes\n"
+"                         the monitor on every tick that wrote records)\n"
 "  --device PATH          default " PFPROF_DEVICE "\n"
 "  --status PATH          default " PFPROF_STATUS " (read by --until-idle)\n"
 "Ends on SIGINT/SIGTERM after draining the ring. Drops are reported on stderr,\n"
@@ -165,7 +166,12 @@ int main(int argc, char **argv)
 	const char *output = NULL, *device = PFPROF_DEVICE, *status = PFPROF_STATUS;
 	bool mp3 = false, until_idle = false;
 	double max_seconds = 0;
-	long poll_ms = 20;
+	/*
+	 * pfprof wakes the reader once per tick: waking on a timer as well would
+	 * only add context switches, which cost the profiled processes (under
+	 * emulation each one flushes the guest TLB).
+	 */
+	long poll_ms = 1000, wait_ms;
 	struct pid_table pids = { 0 };
 	struct tick_sum tick = { 0 };
 	struct pfprof_ring_header *hdr;
@@ -347,7 +353,13 @@ int main(int argc, char **argv)
 				continue;
 			}
 		}
-		poll(&pfd, 1, (int)poll_ms);	/* EINTR: a signal, seen above */
+		wait_ms = poll_ms;
+		if (max_seconds > 0) {	/* wake for the deadline too */
+			double left_ms = max_seconds * 1e3 - (double)(mono_ns() - t_start) / 1e6;
+
+			wait_ms = left_ms < 1 ? 1 : left_ms < (double)poll_ms ? (long)left_ms + 1 : poll_ms;
+		}
+		poll(&pfd, 1, (int)wait_ms);	/* EINTR: a signal, seen above */
 	}
 
 	fprintf(stderr, "monitor: records %" PRIu64 " dropped %" PRIu64 " processes %zu\n",

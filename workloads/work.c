@@ -24,8 +24,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <linux/futex.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -334,9 +336,30 @@ static void parse_options(int argc, char **argv, struct options *o)
 }
 
 /*
+ * Shared (not private) futex calls on the barrier's counter: the mapping is
+ * MAP_SHARED, so the kernel keys the futex on the file and every process
+ * that maps it meets on the same wait queue.
+ */
+static void futex_wait_ms(uint32_t *addr, uint32_t seen, long ms)
+{
+	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+
+	syscall(SYS_futex, addr, FUTEX_WAIT, seen, &ts, NULL, 0);
+}
+
+static void futex_wake_all(uint32_t *addr)
+{
+	syscall(SYS_futex, addr, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
+}
+
+/*
  * Wait until n processes arrived: a 32-bit counter at the start of a shared
  * file, incremented atomically through a MAP_SHARED mapping. Extending the
  * file to its size is idempotent, so concurrent first users are safe.
+ * Waiters sleep on a futex (dozens of processes polling every millisecond
+ * would eat an emulated CPU); the last arrival, or whoever raises the count
+ * from outside (the runner of the benchmarks), wakes them. The timed wait is
+ * a safety net against a missed wake and checks the deadline and signals.
  * Returns 0, or -1 on timeout (message printed).
  */
 static int barrier_wait(const char *path, long n, double timeout_s)
@@ -363,16 +386,20 @@ static int barrier_wait(const char *path, long n, double timeout_s)
 			path, arrived, n);
 		exit(1);
 	}
-	while (__atomic_load_n(counter, __ATOMIC_ACQUIRE) < (uint32_t)n && !stop_signal) {
-		struct timespec ms = { 0, 1000000 };
+	if (arrived == (uint32_t)n)
+		futex_wake_all(counter);
+	for (;;) {
+		uint32_t seen = __atomic_load_n(counter, __ATOMIC_ACQUIRE);
 
+		if (seen >= (uint32_t)n || stop_signal)
+			break;
 		if (mono_ns() > deadline) {
 			fprintf(stderr, "work: barrier %s: timeout after %.0f s (%u of %ld arrived)\n",
-				path, timeout_s, __atomic_load_n(counter, __ATOMIC_ACQUIRE), n);
+				path, timeout_s, seen, n);
 			munmap(counter, size);
 			return -1;
 		}
-		nanosleep(&ms, NULL);
+		futex_wait_ms(counter, seen, 100);
 	}
 	munmap(counter, size);
 	return 0;

@@ -1,0 +1,97 @@
+"""The benchmark, end to end on the local testbed (run by ./bench.sh).
+
+image -> boot -> setup -> bench (idle fidelity, overhead rounds: one machine
+at a time) -> Case Study 2 sweep (all machines at once, as users run it) ->
+collect -> testbed.json (the time of every step) -> python -m analysis bench
+(the table on stdout, docs/benchmarks.md) -> shutdown.
+
+Every playbook gets the -e values given here, e.g. a shorter benchmark:
+  ./bench.sh -e bench_rounds=3 -e bench_idle_seconds=30
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import socket
+import sys
+import time
+
+from .job import Job, StepFailed
+from .lab import REPO_ROOT, LabError, load_lab
+from .paths import results_root
+
+
+def write_testbed_json(run_dir, run_id: str, lab, accelerator: str | None, job: Job) -> None:
+    """The host's side of the run (results-format.md): what the VMs cannot know."""
+    from collector.pull import git_state
+    rev, dirty = git_state(REPO_ROOT)
+    doc = {"run_id": run_id, "lab": lab.name, "lab_file": str(lab.path), "accelerator": accelerator,
+           "host": {"cpus": os.cpu_count(), "kernel": platform.release(), "hostname": socket.gethostname()},
+           "git_revision": rev, "git_dirty": dirty,
+           "steps": [{"name": name, "seconds": round(t, 1)} for name, t in job.timings]}
+    tmp = run_dir / ".testbed.json.tmp"
+    tmp.write_text(json.dumps(doc, indent=1) + "\n")
+    os.replace(tmp, run_dir / "testbed.json")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="./bench.sh", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--lab", metavar="FILE", help="lab file (default: $THRASHLAB_LAB, else lab.yml)")
+    parser.add_argument("--keep", action="store_true", help="leave the VMs running at the end")
+    parser.add_argument("-e", "--extra-vars", action="append", default=[], metavar="VAR=VALUE",
+                        help="an Ansible variable for every playbook (repeatable), e.g. bench_rounds=3")
+    doc = parser.add_mutually_exclusive_group()
+    doc.add_argument("--doc", metavar="FILE", help="where the report goes (default: docs/benchmarks.md)")
+    doc.add_argument("--no-doc", action="store_true", help="print the report only")
+    args = parser.parse_args(argv)
+
+    job = Job()
+    try:
+        lab = load_lab(args.lab)
+    except LabError as e:
+        print(f"bench: error: {e}", file=sys.stderr)
+        return 2
+    os.environ["THRASHLAB_LAB"] = str(lab.path)
+    extra = [a for v in args.extra_vars for a in ("-e", v)]
+
+    from localvm.image import build_image
+    from localvm.testbed import Testbed, TestbedError
+    bed = Testbed(lab, job.progress)
+    run_id = time.strftime("%Y%m%d-%H%M%S-bench", time.gmtime())
+    run_extra = ["-e", f"thrashlab_run_id={run_id}", *extra]
+    status = 0
+    try:
+        image = job.step("image", lambda: build_image(progress=job.progress))
+        state = job.step("boot", lambda: bed.up(image))
+        job.step("setup", job.playbook("playbooks/setup.yml", *extra))
+        job.step("bench", job.playbook("playbooks/bench.yml", *run_extra))
+        job.step("sweep", job.playbook("playbooks/case2.yml", *run_extra))
+        job.step("collect", job.command([sys.executable, "-m", "collector", "pull", "--run", run_id,
+                                         "--expect-case", "bench", "--expect-case", "case2"]))
+        write_testbed_json(results_root() / run_id, run_id, lab, (state or {}).get("accelerator"), job)
+        analysis = [sys.executable, "-m", "analysis", "bench", str(results_root() / run_id)]
+        if args.no_doc:
+            analysis.append("--no-doc")
+        elif args.doc:
+            analysis += ["--doc", args.doc]
+        job.step("analysis", job.command(analysis))
+    except (StepFailed, TestbedError) as e:
+        job.progress.say(f"FAILED: {e}")
+        status = 1
+    except KeyboardInterrupt:
+        job.progress.say("interrupted")
+        status = 130
+    finally:
+        if args.keep and status == 0:
+            job.progress.say("VMs left running (--keep); stop them with `python -m localvm down`")
+        else:
+            job.step("shutdown", lambda: bed.down())
+    job.report()
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""The steps of a job on the local testbed, timed: shared by the main job
+(thrashlab.main) and the benchmark (thrashlab.bench).
+
+Each step prints its name with the elapsed time, runs, and adds its wall time
+to ``timings``; the job prints where the time went at the end. The VMs are
+stopped whatever happens unless the caller keeps them.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .lab import REPO_ROOT
+from .progress import Progress, format_duration
+
+BIN = Path(sys.executable).parent
+
+
+def tool(name: str) -> str:
+    """A program of this virtualenv (ansible-playbook), else from PATH."""
+    path = BIN / name
+    return str(path) if path.exists() else name
+
+
+class StepFailed(RuntimeError):
+    pass
+
+
+class Job:
+    def __init__(self, progress: Progress | None = None):
+        self.progress = progress or Progress()
+        self.timings: list[tuple[str, float]] = []
+        if os.environ.get("THRASHLAB_INSTALL_SECONDS", "").isdigit():  # measured by run.sh / bench.sh
+            self.timings.append(("install", float(os.environ["THRASHLAB_INSTALL_SECONDS"])))
+
+    def step(self, name: str, func):
+        self.progress.say(f"== {name}")
+        started = time.monotonic()
+        try:
+            return func()
+        finally:
+            self.timings.append((name, time.monotonic() - started))
+
+    def command(self, argv: list[str]):
+        """A step function that runs argv in the repository and fails on a non-zero exit."""
+        def run_it():
+            proc = subprocess.run(argv, cwd=REPO_ROOT)
+            if proc.returncode != 0:
+                shown = argv[1:4] if argv[0] == sys.executable else argv[:3]
+                raise StepFailed(f"{' '.join(shown)} failed (exit {proc.returncode})")
+        return run_it
+
+    def playbook(self, path: str, *extra: str):
+        return self.command([tool("ansible-playbook"), path, *extra])
+
+    def report(self) -> None:
+        total = sum(t for _, t in self.timings)
+        print("\nwhere the time went:", file=sys.stderr)
+        for name, t in self.timings:
+            print(f"  {name:<36} {format_duration(t):>8}", file=sys.stderr)
+        print(f"  {'total':<36} {format_duration(total):>8}", file=sys.stderr)
