@@ -17,8 +17,11 @@ Sections
    ratio wall(profiler) / wall(none) of the same round, then over the rounds
    the mean, its 95% confidence interval (Student t with rounds - 1 degrees
    of freedom, :data:`T95`; 1.96 beyond 30), min and max; and the profiler
-   process's CPU time as % of the wall time without a profiler (mean cpu_s /
-   mean wall of the ``none`` cells).  A round whose ``none`` cell is missing
+   process's CPU time while the work ran (``cpu_during_s``, else its whole
+   ``cpu_s``; for pfprof plus the module's own sampling work, ``work_ns_sum``)
+   as % of the wall time without a profiler (mean CPU / mean wall of the
+   ``none`` cells): on one vCPU every profiler's CPU second is taken from the
+   work, so this is the cost without the emulator's timing noise.  A round whose ``none`` cell is missing
    or failed gives no ratio for that N.
 3. Work handler time per tick, per machine and N: sum of the pfprof cells'
    ``pfprof.work_ns_sum`` / sum of their ``pfprof.ticks``, in us and as % of
@@ -354,7 +357,9 @@ def _cell(path: Path, rnd: int, i: int, raw, diag: Diagnostics) -> Optional[Cell
         if prof is not None:
             if not isinstance(prof, dict):
                 raise AnalysisError(path, None, "key 'profiler': expected an object or null")
-            cell.cpu_s = number(prof, "cpu_s", path, required=False, minimum=0)
+            # while the work ran (cpu_during_s), else the process's whole life
+            during = number(prof, "cpu_during_s", path, required=False, minimum=0)
+            cell.cpu_s = during if during is not None else number(prof, "cpu_s", path, required=False, minimum=0)
         pf = raw.get("pfprof")
         if pf is not None:
             if not isinstance(pf, dict):
@@ -363,6 +368,9 @@ def _cell(path: Path, rnd: int, i: int, raw, diag: Diagnostics) -> Optional[Cell
             cell.work_ns_sum = number(pf, "work_ns_sum", path, required=False, minimum=0, integer=True)
             cell.records_dropped = number(pf, "records_dropped", path, required=False, minimum=0,
                                           integer=True)
+            # pfprof's cost is the monitor's CPU plus the module's sampling work in the kernel
+            if cell.cpu_s is not None and cell.work_ns_sum is not None:
+                cell.cpu_s += cell.work_ns_sum / 1e9
     except AnalysisError as e:
         raise _in(path, what, e) from None
     return cell

@@ -1362,6 +1362,22 @@ def wait_reaping(proc, timeout: float) -> float | None:
     return None
 
 
+def runtime_ns(pid: int) -> int | None:
+    """CPU time of every thread of ``pid`` so far, in ns (the scheduler's own
+    sum, /proc/PID/task/*/schedstat: finer than utime/stime's clock ticks)."""
+    total, found = 0, False
+    try:
+        tids = os.listdir("/proc/%d/task" % pid)
+    except OSError:
+        return None
+    for tid in tids:
+        text = read_text("/proc/%d/task/%s/schedstat" % (pid, tid))
+        if text and text.split()[0].isdigit():
+            total += int(text.split()[0])
+            found = True
+    return total if found else None
+
+
 def perf_totals(path: str) -> dict:
     """Sums of perf stat -x, interval lines: {"minor-faults": n, "major-faults": n}."""
     totals: dict = {}
@@ -1561,20 +1577,33 @@ def run_bench_cell(ctx: BenchCtx, params: dict, n: int, condition: str, out: str
                                         stderr=open(os.path.join(out, "procpoll.log"), "wb"))
             wait_for(lambda: has_data_line(os.path.join(out, "poll.csv")), 60, "procpoll's first sample", profiler)
         before = ctx.stats() if condition == "pfprof" else None
+        watcher = profiler or monitor
+        # The profiler's CPU while the work runs (its start-up, before, is not
+        # on the clock of the measured wall time).
+        cpu_at_release = runtime_ns(watcher.pid) if watcher is not None else None
         phase("attach_s")
         release_barrier(barrier, n + 1)
         for p in works:
             p.wait()
+        cpu_at_end = runtime_ns(watcher.pid) if watcher is not None else None
         after = ctx.stats() if condition == "pfprof" else None
         phase("run_s")
+
+        def cpu_during(total_s):
+            # perf and procpoll may have exited already: then their total from wait4
+            end = cpu_at_end if cpu_at_end is not None else (total_s * 1e9 if total_s is not None else None)
+            return round((end - cpu_at_release) / 1e9, 6) if end is not None and cpu_at_release is not None \
+                else None
         if profiler is not None:
             # perf stat -p and procpoll end once their processes are gone.
             cpu = wait_reaping(profiler, 30)
-            cell["profiler"] = {"argv": " ".join(argv), "cpu_s": cpu, "exit_code": exit_code(profiler.returncode)}
+            cell["profiler"] = {"argv": " ".join(argv), "cpu_s": cpu, "cpu_during_s": cpu_during(cpu),
+                                "exit_code": exit_code(profiler.returncode)}
         if monitor is not None:
             m = finish_monitor(monitor, mlog, out, ctx.args.monitor_grace)
             cell["profiler"] = {"argv": "%s -o profile.csv --until-idle" % ctx.monitor_bin, "cpu_s": m["cpu_s"],
-                                "exit_code": m["exit_code"], "log_tail": m["log_tail"]}
+                                "cpu_during_s": cpu_during(m["cpu_s"]), "exit_code": m["exit_code"],
+                                "log_tail": m["log_tail"]}
             monitor = None
     finally:
         alive = [p for p in works + [x for x in (profiler, monitor) if x is not None] if p.poll() is None]
