@@ -325,7 +325,12 @@ def test_testbed_overhead_and_targets(run, tmp_path):
     mean32 = statistics.fmean(RATIOS["large"]["pfprof"][32])
     assert result("pfprof overhead <= 0.2% (mean ratio <= 1.002), N=32", LABEL["large"]) == \
         ("missed", f"{100 * (mean32 - 1.002):.2f} pp")
-    assert result("pfprof overhead <= 0.2% (mean ratio <= 1.002), N=32", LABEL["small"]) == ("met", "0.10 pp")
+    # small N=32: mean 1.001 but the CI, 1.001 +- 4.303 x 0.0005 / sqrt(3), reaches 1.00224
+    lo, hi = ci(RATIOS["small"]["pfprof"][32])[1:]
+    assert result("pfprof overhead <= 0.2% (mean ratio <= 1.002), N=32", LABEL["small"]) == \
+        ("not shown", f"CI reaches {100 * (hi - 1):+.2f}%")
+    # large N=1: three equal ratios, a CI of zero width inside the limit
+    assert result("pfprof overhead <= 0.2% (mean ratio <= 1.002), N=1", LABEL["large"]) == ("met", "0.10 pp")
     assert result("pfprof below perf and the poller, N=32", LABEL["large"]) == ("missed", "0.10 pp above perf")
     assert result("pfprof below perf and the poller, N=32", LABEL["small"]) == ("met", "1.30 pp below perf")
     assert result("handler time at N=32 < 0.1% of interval_ms", LABEL["small"]) == ("met", "0.049 pp")
