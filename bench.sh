@@ -5,11 +5,4 @@
 # Case Study 2 sweep to time the testbed itself, prints the table and writes
 # docs/benchmarks.md; the VMs are stopped at the end. Progress on stderr.
 #   ./bench.sh [--lab FILE] [-e bench_rounds=N ...] [--doc FILE | --no-doc]
-set -eu
-repo=$(cd "$(dirname "$0")" && pwd)
-started=$(date +%s)
-"$repo/scripts/install.sh"
-THRASHLAB_INSTALL_SECONDS=$(( $(date +%s) - started ))
-export THRASHLAB_INSTALL_SECONDS
-cd "$repo"
-exec "$repo/.venv/bin/python" -m thrashlab.bench "$@"
+exec "$(dirname "$0")/scripts/launch.sh" thrashlab.bench "$@"

@@ -4,11 +4,4 @@
 # sets the VMs up with Ansible, runs the experiment, prints the comparison,
 # and stops the VMs (also when a step fails). Progress on stderr.
 #   ./run.sh [--lab FILE]
-set -eu
-repo=$(cd "$(dirname "$0")" && pwd)
-started=$(date +%s)
-"$repo/scripts/install.sh"
-THRASHLAB_INSTALL_SECONDS=$(( $(date +%s) - started ))
-export THRASHLAB_INSTALL_SECONDS
-cd "$repo"
-exec "$repo/.venv/bin/python" -m thrashlab.main "$@"
+exec "$(dirname "$0")/scripts/launch.sh" thrashlab.main "$@"

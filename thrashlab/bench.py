@@ -18,7 +18,7 @@ import socket
 import sys
 import time
 
-from .job import Job, StepFailed
+from .job import Job
 from .lab import REPO_ROOT, LabError, load_lab
 from .paths import results_root
 
@@ -58,12 +58,12 @@ def main(argv=None) -> int:
     extra = [a for v in args.extra_vars for a in ("-e", v)]
 
     from localvm.image import build_image
-    from localvm.testbed import Testbed, TestbedError
+    from localvm.testbed import Testbed
     bed = Testbed(lab, job.progress)
     run_id = time.strftime("%Y%m%d-%H%M%S-bench", time.gmtime())
     run_extra = ["-e", f"thrashlab_run_id={run_id}", *extra]
-    status = 0
-    try:
+
+    def body():
         image = job.step("image", lambda: build_image(progress=job.progress))
         state = job.step("boot", lambda: bed.up(image))
         job.step("setup", job.playbook("playbooks/setup.yml", *extra))
@@ -78,19 +78,8 @@ def main(argv=None) -> int:
         elif args.doc:
             analysis += ["--doc", args.doc]
         job.step("analysis", job.command(analysis))
-    except (StepFailed, TestbedError) as e:
-        job.progress.say(f"FAILED: {e}")
-        status = 1
-    except KeyboardInterrupt:
-        job.progress.say("interrupted")
-        status = 130
-    finally:
-        if args.keep and status == 0:
-            job.progress.say("VMs left running (--keep); stop them with `python -m localvm down`")
-        else:
-            job.step("shutdown", lambda: bed.down())
-    job.report()
-    return status
+
+    return job.run_on(bed, body, keep=args.keep)
 
 
 if __name__ == "__main__":

@@ -56,6 +56,28 @@ class Job:
     def playbook(self, path: str, *extra: str):
         return self.command([tool("ansible-playbook"), path, *extra])
 
+    def run_on(self, bed, body, keep: bool = False) -> int:
+        """Run ``body()`` (its steps) on the testbed ``bed``; stop the VMs
+        whatever happens (unless ``keep`` and all went well), print where the
+        time went, and return the exit status: 0, 1 on a failed step, 130 on ^C."""
+        from localvm.testbed import TestbedError
+        status = 0
+        try:
+            body()
+        except (StepFailed, TestbedError) as e:
+            self.progress.say(f"FAILED: {e}")
+            status = 1
+        except KeyboardInterrupt:
+            self.progress.say("interrupted")
+            status = 130
+        finally:
+            if keep and status == 0:
+                self.progress.say("VMs left running (--keep); stop them with `python -m localvm down`")
+            else:
+                self.step("shutdown", lambda: bed.down())
+        self.report()
+        return status
+
     def report(self) -> None:
         total = sum(t for _, t in self.timings)
         print("\nwhere the time went:", file=sys.stderr)

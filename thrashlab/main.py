@@ -11,7 +11,7 @@ import os
 import sys
 import time
 
-from .job import Job, StepFailed
+from .job import Job
 from .lab import LabError, load_lab
 
 
@@ -31,10 +31,10 @@ def main(argv=None) -> int:
     os.environ["THRASHLAB_LAB"] = str(lab.path)
 
     from localvm.image import build_image
-    from localvm.testbed import Testbed, TestbedError
+    from localvm.testbed import Testbed
     bed = Testbed(lab, job.progress)
-    status = 0
-    try:
+
+    def body():
         image = job.step("image", lambda: build_image(progress=job.progress))
         job.step("boot", lambda: bed.up(image))
         job.step("setup", job.playbook("playbooks/setup.yml"))
@@ -46,19 +46,8 @@ def main(argv=None) -> int:
         compare = job.command([sys.executable, "-m", "analysis", "compare"])
         report = job.command([sys.executable, "-m", "analysis", "report"])
         job.step("analysis", lambda: (compare(), report()))
-    except (StepFailed, TestbedError) as e:
-        job.progress.say(f"FAILED: {e}")
-        status = 1
-    except KeyboardInterrupt:
-        job.progress.say("interrupted")
-        status = 130
-    finally:
-        if args.keep and status == 0:
-            job.progress.say("VMs left running (--keep); stop them with `python -m localvm down`")
-        else:
-            job.step("shutdown", lambda: bed.down())
-    job.report()
-    return status
+
+    return job.run_on(bed, body, keep=args.keep)
 
 
 if __name__ == "__main__":
