@@ -524,8 +524,8 @@ def has_open(pid: int, path: str) -> bool:
     return False
 
 
-def settle(machine: Machine, executables: list[str], timeout: float = 30.0, quiet_pages: int = 64,
-           window: float = 1.0) -> dict:
+def settle(machine: Machine, executables: list[str], timeout: float = 30.0, quiet_pages: int | None = None,
+           window: float = 0.25) -> dict:
     """Let the machine calm down between runs; returns what was done, for run.json."""
     t0 = time.monotonic()
     info = {"leftover_killed": [], "swap_quiet": False}
@@ -550,7 +550,10 @@ def settle(machine: Machine, executables: list[str], timeout: float = 30.0, quie
         time.sleep(0.2)
     # 2. clean page cache
     machine.drop_caches()
-    # 3. swap traffic quiet over one window
+    # 3. swap traffic quiet over one window: at most 64 pages a second (a short
+    # window: every run pays for it, and a sweep's overhead is mostly such waits)
+    if quiet_pages is None:
+        quiet_pages = max(4, round(64 * window))
     deadline = t0 + timeout
     last = machine.swap_io()
     delta = None
@@ -1760,8 +1763,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--psi-interval", type=float, default=0.5, help="PSI sampling period (s)")
         p.add_argument("--monitor-grace", type=float, default=15.0,
                        help="how long the monitor may take to drain and exit after the last work (s)")
-        p.add_argument("--swap-window", type=float, default=1.0,
-                       help="swap is quiet when it moved at most 64 pages over this window (s)")
+        p.add_argument("--swap-window", type=float, default=0.25,
+                       help="swap is quiet when it moved at most 64 pages a second over this window (s)")
         # For tests on a host: where the kernel's files are.
         p.add_argument("--proc-root", default="/proc", help=argparse.SUPPRESS)
         p.add_argument("--sys-root", default="/sys", help=argparse.SUPPRESS)
