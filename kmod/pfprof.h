@@ -50,7 +50,14 @@ struct pfprof_ring_header {
 	__u64 reserved1[7];
 	/* offset 128: own cache line, the reader stores it */
 	__u64 data_tail;	/* (U) records consumed since open */
-	__u64 reserved2[7];
+	/*
+	 * (U) Wake the reader once this many records are unread (like perf's
+	 * wakeup_watermark); 0 or 1: on every tick. A record that ends a
+	 * registration always wakes it. A reader that drains on its own timer
+	 * as well sets it high and wakes far less often than 20 times a second.
+	 */
+	__u64 wakeup_records;
+	__u64 reserved2[6];
 	/* offset 192 */
 	__u64 dropped;		/* (K) records dropped because the ring was full, since open */
 	__u64 reserved3[7];

@@ -36,6 +36,7 @@ int pfprof_dev_init(void);
 void pfprof_dev_exit(void);
 void pfprof_ring_put(const struct pfprof_record *rec);	/* pfprof_lock held */
 void pfprof_ring_wake(void);
+void pfprof_ring_wake_due(bool ended);
 void pfprof_ring_show_stats(struct seq_file *m);	/* pfprof_lock held */
 
 /* pfprof_proc.c */

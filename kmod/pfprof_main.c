@@ -247,6 +247,7 @@ static void pfprof_sample_all(struct work_struct *work)
 	u64 start = ktime_get_ns();
 	u64 j = get_jiffies_64();
 	u64 expected, late, took;
+	bool ended = false;
 
 	spin_lock_bh(&tick_lock);
 	expected = tick_expected_ns;
@@ -260,8 +261,10 @@ static void pfprof_sample_all(struct work_struct *work)
 		return;
 	}
 	list_for_each_entry_safe(p, tmp, &pfprof_procs, node) {
-		if (pfprof_emit(p, start, j, 0))
+		if (pfprof_emit(p, start, j, 0)) {
 			pfprof_remove(p);
+			ended = true;
+		}
 	}
 	if (!pfprof_nr_procs)
 		tick_stop();
@@ -272,9 +275,8 @@ static void pfprof_sample_all(struct work_struct *work)
 	pfprof_stats.work_ns_max = max(pfprof_stats.work_ns_max, took);
 	pfprof_stats.late_ns_sum += late;
 	pfprof_stats.late_ns_max = max(pfprof_stats.late_ns_max, late);
+	pfprof_ring_wake_due(ended);
 	mutex_unlock(&pfprof_lock);
-
-	pfprof_ring_wake();
 }
 
 static struct pfprof_proc *pfprof_find(struct pid *pid)

@@ -48,6 +48,7 @@ static DECLARE_WAIT_QUEUE_HEAD(ring_wait);
 static_assert(sizeof(struct pfprof_record) == 48);
 static_assert(offsetof(struct pfprof_ring_header, data_head) == 64);
 static_assert(offsetof(struct pfprof_ring_header, data_tail) == 128);
+static_assert(offsetof(struct pfprof_ring_header, wakeup_records) == 136);
 static_assert(offsetof(struct pfprof_ring_header, dropped) == 192);
 static_assert(sizeof(struct pfprof_ring_header) == 256);
 
@@ -82,6 +83,22 @@ void pfprof_ring_wake(void)
 	wake_up_interruptible(&ring_wait);
 }
 
+/* After a tick: wake the reader if it asked for this much (see pfprof.h). */
+void pfprof_ring_wake_due(bool ended)
+{
+	u64 unread, mark;
+
+	lockdep_assert_held(&pfprof_lock);
+	if (!ring_reader)
+		return;
+	unread = ring_head - smp_load_acquire(&ring_hdr->data_tail);
+	mark = READ_ONCE(ring_hdr->wakeup_records);
+	/* A bogus watermark (past the capacity) would never wake: cap it. */
+	mark = clamp_t(u64, mark, 1, max_t(u64, ring_capacity / 2, 1));
+	if (ended || unread >= mark)
+		wake_up_interruptible(&ring_wait);
+}
+
 void pfprof_ring_show_stats(struct seq_file *m)
 {
 	lockdep_assert_held(&pfprof_lock);
@@ -103,6 +120,7 @@ static int pfprof_dev_open(struct inode *inode, struct file *file)
 	ring_dropped = 0;
 	WRITE_ONCE(ring_hdr->data_head, 0);
 	WRITE_ONCE(ring_hdr->data_tail, 0);
+	WRITE_ONCE(ring_hdr->wakeup_records, 0);
 	WRITE_ONCE(ring_hdr->dropped, 0);
 	ring_reader = true;
 	mutex_unlock(&pfprof_lock);

@@ -49,8 +49,10 @@ static void usage(FILE *f)
 "  --until-idle           exit once a process was seen, every process seen has\n"
 "                         its last record, none is registered and the ring is empty\n"
 "  --max-seconds S        exit after S seconds\n"
-"  --poll-ms MS           longest wait for new records (default 1000; the kernel wakes\n"
-"                         the monitor on every tick that wrote records)\n"
+"  --poll-ms MS           drain the ring at least this often (default 1000)\n"
+"  --live                 be woken on every tick (a live view); by default the\n"
+"                         kernel wakes the monitor only when the ring is half full\n"
+"                         or a registration ended, and it drains every --poll-ms\n"
 "  --device PATH          default " PFPROF_DEVICE "\n"
 "  --status PATH          default " PFPROF_STATUS " (read by --until-idle)\n"
 "Ends on SIGINT/SIGTERM after draining the ring. Drops are reported on stderr,\n"
@@ -151,25 +153,28 @@ static void tick_flush(FILE *out, struct tick_sum *t)
 
 int main(int argc, char **argv)
 {
-	enum { OPT_FORMAT = 256, OPT_UNTIL_IDLE, OPT_MAX_SECONDS, OPT_POLL, OPT_DEVICE, OPT_STATUS };
+	enum { OPT_FORMAT = 256, OPT_UNTIL_IDLE, OPT_MAX_SECONDS, OPT_POLL, OPT_DEVICE, OPT_STATUS, OPT_LIVE };
 	static const struct option longopts[] = {
 		{ "output", required_argument, NULL, 'o' },
 		{ "format", required_argument, NULL, OPT_FORMAT },
 		{ "until-idle", no_argument, NULL, OPT_UNTIL_IDLE },
 		{ "max-seconds", required_argument, NULL, OPT_MAX_SECONDS },
 		{ "poll-ms", required_argument, NULL, OPT_POLL },
+		{ "live", no_argument, NULL, OPT_LIVE },
 		{ "device", required_argument, NULL, OPT_DEVICE },
 		{ "status", required_argument, NULL, OPT_STATUS },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *output = NULL, *device = PFPROF_DEVICE, *status = PFPROF_STATUS;
-	bool mp3 = false, until_idle = false;
+	bool mp3 = false, until_idle = false, live = false;
 	double max_seconds = 0;
 	/*
-	 * pfprof wakes the reader once per tick: waking on a timer as well would
-	 * only add context switches, which cost the profiled processes (under
-	 * emulation each one flushes the guest TLB).
+	 * The kernel samples on its own schedule into the ring, so the reader
+	 * need not wake with every tick: every wakeup is a context switch that
+	 * the profiled processes pay for (under emulation each one flushes the
+	 * guest TLB). By default it drains once a second, or when the kernel
+	 * says the ring is half full or a process ended.
 	 */
 	long poll_ms = 1000, wait_ms;
 	struct pid_table pids = { 0 };
@@ -214,6 +219,9 @@ int main(int argc, char **argv)
 				fprintf(stderr, "monitor: invalid --poll-ms '%s' (1-10000)\n", optarg);
 				return EXIT_USAGE;
 			}
+			break;
+		case OPT_LIVE:
+			live = true;
 			break;
 		case OPT_DEVICE:
 			device = optarg;
@@ -272,6 +280,7 @@ int main(int argc, char **argv)
 	slots = (const struct pfprof_record *)(map + hdr->header_size);
 	capacity = hdr->capacity;
 	tail = __atomic_load_n(&hdr->data_tail, __ATOMIC_RELAXED);	/* 0 after open */
+	__atomic_store_n(&hdr->wakeup_records, live ? 1 : capacity / 2, __ATOMIC_RELAXED);
 
 	if (output) {
 		out = fopen(output, "we");
