@@ -47,11 +47,14 @@ Sections
    testbed.json's ``sweep`` step against the work time of the machine with
    the most RAM, and every step's time.
 6. Targets: pfprof's mean ratio <= 1.002 and below perf's and the poller's
-   (per machine and N); handler time at the largest N < 0.1% of interval_ms
+   (per machine and N; met only when the 95% interval is, else "not shown");
+   the same two by the profilers' CPU while the work ran; handler time at the largest N < 0.1% of interval_ms
    and linear in N; fidelity >= 99.9% idle and >= 99% at N*; no record
    dropped; sweep wall <= 1.15 x work time.  Each met or missed, and by how
    much.
-7. Discussion: sentences generated from the numbers.
+7. Discussion: sentences generated from the numbers (an order of the
+   profilers by wall time is claimed only when pfprof's interval excludes
+   the others' means; the order by CPU beside it).
 8. Notes: ``--notes FILE`` (default ``docs/benchmarks-notes.md`` when it
    exists), hand-written Markdown included verbatim in the doc.
 
@@ -1018,6 +1021,20 @@ class Report:
                 add("pfprof below " + " and ".join(profiler_name(p) for p in others), b.label, measured,
                     mean, others[closest], below and not unshown, by + (" (within the CI)" if unshown else ""),
                     name, n, "not shown" if unshown else None)
+                cpu = {p: r["profiler_cpu_pct"] for p, r in at.items() if r["profiler_cpu_pct"] is not None}
+                if "pfprof" in cpu:
+                    # The same targets by the profilers' own CPU while the work ran.
+                    v = cpu["pfprof"]
+                    limit = 100 * (TARGET_RATIO - 1)
+                    add(f"pfprof CPU <= {limit:.1f}% of the work's wall time", b.label, f"{v:.2f}%", v, limit,
+                        v <= limit, f"{abs(v - limit):.2f} pp", name, n)
+                    peers = {p: x for p, x in cpu.items() if p != "pfprof"}
+                    if peers:
+                        low = min(peers, key=peers.get)
+                        add("pfprof CPU below " + " and ".join(profiler_name(p) for p in peers), b.label,
+                            ", ".join([f"pfprof {v:.2f}%"] + [f"{p} {x:.2f}%" for p, x in peers.items()]), v,
+                            peers[low], all(v < x for x in peers.values()),
+                            f"{abs(peers[low] - v):.2f} pp {'below' if v < peers[low] else 'above'} {low}", name, n)
             fit = self.fits[name]
             th = f"handler time at N={fit['at_n']} < {TARGET_HANDLER_PCT}% of interval_ms"
             if fit["pct_at_n"] is None:
@@ -1103,16 +1120,32 @@ class Report:
             if pf is None:
                 continue
             ci = (f" [{f_over(pf['ci_low'])}, {f_over(pf['ci_high'])}]" if pf["ci_low"] is not None else "")
-            s = f"At {n} process{'es' if n != 1 else ''} pfprof cost {f_over(pf['ratio_mean'])}{ci}"
+            procs = f"{n} process{'es' if n != 1 else ''}"
+            s = f"At {procs} pfprof cost {f_over(pf['ratio_mean'])}{ci}"
             if others:
                 s += " against " + " and ".join(f"{f_over(r['ratio_mean'])} for {profiler_name(r['profiler'])}"
                                                 for r in others)
-            s += f" on {b.label}"
+            s += f" in wall time on {b.label}"
+            count = {2: "two", 3: "three", 4: "four"}.get(len(others) + 1, str(len(others) + 1))
             if others:
+                # An order is only claimed when pfprof's interval excludes the peers' means.
+                separated = pf["ci_low"] is not None and all(
+                    not (pf["ci_low"] <= r["ratio_mean"] <= pf["ci_high"]) for r in others)
                 dearer = [profiler_name(r["profiler"]) for r in others if r["ratio_mean"] <= pf["ratio_mean"]]
-                count = {2: "two", 3: "three", 4: "four"}.get(len(others) + 1, str(len(others) + 1))
-                s += f": the cheapest of the {count}" if not dearer else f": dearer than {' and '.join(dearer)}"
+                if not separated:
+                    s += (f": the {count} are not told apart, the 95% interval is wider than their "
+                          f"differences")
+                else:
+                    s += f": the cheapest of the {count}" if not dearer else f": dearer than {' and '.join(dearer)}"
             out.append(s + ".")
+            cpus = {r["profiler"]: r["profiler_cpu_pct"] for r in at.values() if r["profiler_cpu_pct"] is not None}
+            if "pfprof" in cpus and len(cpus) > 1:
+                peers = {p: v for p, v in cpus.items() if p != "pfprof"}
+                cheaper = all(cpus["pfprof"] < v for v in peers.values())
+                out.append(f"By the CPU each one took while the work ran (noise-free on one vCPU), pfprof cost "
+                           f"{cpus['pfprof']:.2f}% of the work's time at {procs} against "
+                           + " and ".join(f"{v:.2f}% for {profiler_name(p)}" for p, v in peers.items())
+                           + (f": the cheapest of the {count}." if cheaper else "."))
         timed = [(m, self.sweeps[m.name].timing) for m in self.run.machines
                  if self.sweeps.get(m.name) is not None and self.sweeps[m.name].timing.ratio is not None]
         if timed:

@@ -143,6 +143,46 @@ struct tick_sum {
 	uint64_t jiffies, minflt, majflt, cpu_ns;
 };
 
+/*
+ * One CSV row, formatted by hand: at 32 processes that is 640 rows a second,
+ * and printf's generic machinery was most of the monitor's CPU time (which
+ * the profiled processes pay for on a single CPU).
+ */
+static char *put_u64(char *p, uint64_t v)
+{
+	char digits[20];
+	int n = 0;
+
+	do {
+		digits[n++] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v);
+	while (n)
+		*p++ = digits[--n];
+	return p;
+}
+
+static void csv_row(FILE *out, const struct pfprof_record *r)
+{
+	char line[7 * 21 + 1], *p = line;
+
+	p = put_u64(p, r->ts_ns);
+	*p++ = ',';
+	p = put_u64(p, r->jiffies);
+	*p++ = ',';
+	p = put_u64(p, r->pid);
+	*p++ = ',';
+	p = put_u64(p, r->minflt);
+	*p++ = ',';
+	p = put_u64(p, r->majflt);
+	*p++ = ',';
+	p = put_u64(p, r->cpu_ns);
+	*p++ = ',';
+	p = put_u64(p, r->flags);
+	*p++ = '\n';
+	fwrite(line, 1, (size_t)(p - line), out);
+}
+
 static void tick_flush(FILE *out, struct tick_sum *t)
 {
 	if (t->open)
@@ -325,10 +365,7 @@ int main(int argc, char **argv)
 				tick.majflt += r->majflt;
 				tick.cpu_ns += r->cpu_ns;
 			} else {
-				fprintf(out, "%" PRIu64 ",%" PRIu64 ",%" PRIu32 ",%" PRIu64 ",%" PRIu64
-					",%" PRIu64 ",%" PRIu32 "\n", (uint64_t)r->ts_ns,
-					(uint64_t)r->jiffies, (uint32_t)r->pid, (uint64_t)r->minflt,
-					(uint64_t)r->majflt, (uint64_t)r->cpu_ns, (uint32_t)r->flags);
+				csv_row(out, r);
 			}
 			pid_record(&pids, r);
 			records++;
