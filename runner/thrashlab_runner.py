@@ -914,8 +914,12 @@ class Ctx:
                 raise RunnerError("%s is not an executable at %s: run `ansible-playbook playbooks/setup.yml`, "
                                   "which builds the workloads" % (name, path))
 
+    def programs(self) -> list[str]:
+        """The programs a run starts: a settle waits until none of them is left."""
+        return [self.work_bin, self.monitor_bin]
+
     def settle(self):
-        return settle(self.machine, [self.work_bin, self.monitor_bin], timeout=self.args.settle_timeout,
+        return settle(self.machine, self.programs(), timeout=self.args.settle_timeout,
                       window=self.args.swap_window)
 
     def read_params(self, case):
@@ -1438,9 +1442,8 @@ class BenchCtx(Ctx):
     def stats(self) -> dict:
         return parse_stats(self.machine.read("pfprof", "stats"))
 
-    def settle(self):
-        return settle(self.machine, [self.work_bin, self.monitor_bin, self.procpoll_bin],
-                      timeout=self.args.settle_timeout, window=self.args.swap_window)
+    def programs(self) -> list[str]:
+        return super().programs() + [self.procpoll_bin]
 
 
 def start_monitor(ctx: BenchCtx, out: str) -> tuple:
@@ -1676,7 +1679,7 @@ def cmd_bench_round(ctx: BenchCtx) -> dict:
         os.makedirs(cdir)
         # Only the processes of the cell before: no cache drop or swap wait
         # inside a round (nothing pages here).
-        wait_for(lambda: not processes_of([ctx.work_bin, ctx.monitor_bin, ctx.procpoll_bin]), 30,
+        wait_for(lambda: not processes_of(ctx.programs()), 30,
                  "the previous cell's processes exiting")
         cell = run_bench_cell(ctx, params, n, condition, cdir, position)
         log("round %d %d/%d: N=%d %s %s" % (r, position, len(params["order"][r - 1]), n, condition,

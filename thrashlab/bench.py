@@ -10,7 +10,6 @@ Every playbook gets the -e values given here, e.g. a shorter benchmark:
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -18,8 +17,8 @@ import socket
 import sys
 import time
 
-from .job import Job
-from .lab import REPO_ROOT, LabError, load_lab
+from .job import Job, job_parser
+from .lab import REPO_ROOT
 from .paths import results_root
 
 
@@ -37,10 +36,7 @@ def write_testbed_json(run_dir, run_id: str, lab, accelerator: str | None, job: 
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="./bench.sh", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--lab", metavar="FILE", help="lab file (default: $THRASHLAB_LAB, else lab.yml)")
-    parser.add_argument("--keep", action="store_true", help="leave the VMs running at the end")
+    parser = job_parser("./bench.sh", __doc__)
     parser.add_argument("-e", "--extra-vars", action="append", default=[], metavar="VAR=VALUE",
                         help="an Ansible variable for every playbook (repeatable), e.g. bench_rounds=3")
     doc = parser.add_mutually_exclusive_group()
@@ -49,29 +45,23 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     job = Job()
-    try:
-        lab = load_lab(args.lab)
-    except LabError as e:
-        print(f"bench: error: {e}", file=sys.stderr)
+    lab = job.open_lab(args.lab, "bench")
+    if lab is None:
         return 2
-    os.environ["THRASHLAB_LAB"] = str(lab.path)
     extra = [a for v in args.extra_vars for a in ("-e", v)]
 
-    from localvm.image import build_image
     from localvm.testbed import Testbed
     bed = Testbed(lab, job.progress)
     run_id = time.strftime("%Y%m%d-%H%M%S-bench", time.gmtime())
     run_extra = ["-e", f"thrashlab_run_id={run_id}", *extra]
 
     def body():
-        image = job.step("image", lambda: build_image(progress=job.progress))
-        state = job.step("boot", lambda: bed.up(image))
-        job.step("setup", job.playbook("playbooks/setup.yml", *extra))
+        state = job.bring_up(bed, *extra)
         job.step("bench", job.playbook("playbooks/bench.yml", *run_extra))
         job.step("sweep", job.playbook("playbooks/case2.yml", *run_extra))
         job.step("collect", job.command([sys.executable, "-m", "collector", "pull", "--run", run_id,
                                          "--expect-case", "bench", "--expect-case", "case2"]))
-        write_testbed_json(results_root() / run_id, run_id, lab, (state or {}).get("accelerator"), job)
+        write_testbed_json(results_root() / run_id, run_id, lab, state.get("accelerator"), job)
         analysis = [sys.executable, "-m", "analysis", "bench", str(results_root() / run_id)]
         if args.no_doc:
             analysis.append("--no-doc")

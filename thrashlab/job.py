@@ -7,13 +7,14 @@ stopped whatever happens unless the caller keeps them.
 """
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from .lab import REPO_ROOT
+from .lab import REPO_ROOT, LabError, load_lab
 from .progress import Progress, format_duration
 
 BIN = Path(sys.executable).parent
@@ -29,12 +30,41 @@ class StepFailed(RuntimeError):
     pass
 
 
+def job_parser(prog: str, doc: str) -> argparse.ArgumentParser:
+    """The options every job on the local testbed has: --lab and --keep."""
+    parser = argparse.ArgumentParser(prog=prog, description=doc,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--lab", metavar="FILE", help="lab file (default: $THRASHLAB_LAB, else lab.yml)")
+    parser.add_argument("--keep", action="store_true", help="leave the VMs running at the end")
+    return parser
+
+
 class Job:
     def __init__(self, progress: Progress | None = None):
         self.progress = progress or Progress()
         self.timings: list[tuple[str, float]] = []
         if os.environ.get("THRASHLAB_INSTALL_SECONDS", "").isdigit():  # measured by run.sh / bench.sh
             self.timings.append(("install", float(os.environ["THRASHLAB_INSTALL_SECONDS"])))
+
+    def open_lab(self, path: str | None, who: str):
+        """The lab file, exported for every tool the job starts; None (after
+        the message) when it is missing or invalid."""
+        try:
+            lab = load_lab(path)
+        except LabError as e:
+            print(f"{who}: error: {e}", file=sys.stderr)
+            return None
+        os.environ["THRASHLAB_LAB"] = str(lab.path)
+        return lab
+
+    def bring_up(self, bed, *setup_extra: str) -> dict:
+        """The first steps of every job: image, boot (the testbed's state is
+        returned), setup."""
+        from localvm.image import build_image
+        image = self.step("image", lambda: build_image(progress=self.progress))
+        state = self.step("boot", lambda: bed.up(image))
+        self.step("setup", self.playbook("playbooks/setup.yml", *setup_extra))
+        return state or {}
 
     def step(self, name: str, func):
         self.progress.say(f"== {name}")

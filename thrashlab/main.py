@@ -6,38 +6,24 @@ so a user sees where the time goes.
 """
 from __future__ import annotations
 
-import argparse
-import os
 import sys
 import time
 
-from .job import Job
-from .lab import LabError, load_lab
+from .job import Job, job_parser
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="./run.sh", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--lab", metavar="FILE", help="lab file (default: $THRASHLAB_LAB, else lab.yml)")
-    parser.add_argument("--keep", action="store_true", help="leave the VMs running at the end")
-    args = parser.parse_args(argv)
-
+    args = job_parser("./run.sh", __doc__).parse_args(argv)
     job = Job()
-    try:
-        lab = load_lab(args.lab)
-    except LabError as e:
-        print(f"run: error: {e}", file=sys.stderr)
+    lab = job.open_lab(args.lab, "run")
+    if lab is None:
         return 2
-    os.environ["THRASHLAB_LAB"] = str(lab.path)
 
-    from localvm.image import build_image
     from localvm.testbed import Testbed
     bed = Testbed(lab, job.progress)
 
     def body():
-        image = job.step("image", lambda: build_image(progress=job.progress))
-        job.step("boot", lambda: bed.up(image))
-        job.step("setup", job.playbook("playbooks/setup.yml"))
+        job.bring_up(bed)
         # The same plays as run-case2.yml, as separate steps so that each is timed.
         run_id = time.strftime("%Y%m%d-%H%M%S-case2", time.gmtime())
         job.step("sweep", job.playbook("playbooks/case2.yml", "-e", f"thrashlab_run_id={run_id}"))
