@@ -1259,13 +1259,8 @@ PERF_EVENTS = "minor-faults,major-faults"
 
 
 def parse_stats(text: str) -> dict:
-    """/proc/pfprof/stats: "key value" lines; numbers as ints."""
-    out = {}
-    for line in text.splitlines():
-        parts = line.split()
-        if len(parts) == 2 and parts[1].lstrip("-").isdigit():
-            out[parts[0]] = int(parts[1])
-    return out
+    """/proc/pfprof/stats: "key value" lines, as /proc/vmstat's."""
+    return parse_vmstat(text)
 
 
 def parse_int_list(text: str, name: str) -> list[int]:
