@@ -612,7 +612,47 @@ def read_facts(machine: Machine, args) -> dict:
         facts["transparent_hugepage"] = m.group(1) if m else thp.strip()
     if args.backend:
         facts["backend"] = args.backend
+    facts.update(read_memory_setup(machine))
     return facts
+
+
+def read_memory_setup(machine: Machine, etc: str = "/etc") -> dict:
+    """What the machine's memory set-up is, read from it (never from the lab
+    file): Debian suite, swap areas, zswap, MGLRU and every vm.* sysctl."""
+    swaps = []
+    for line in (read_text(machine.p("swaps"), "") or "").splitlines()[1:]:
+        f = line.split()
+        if len(f) >= 5 and f[2].isdigit():
+            swaps.append({"name": f[0].replace("\\040", " "), "type": f[1], "size_kb": int(f[2]),
+                          "priority": int(f[4]) if f[4].lstrip("-").isdigit() else None})
+    zswap = (read_text(os.path.join(machine.sys, "module", "zswap", "parameters", "enabled")) or "").strip()
+    compressor = (read_text(os.path.join(machine.sys, "module", "zswap", "parameters", "compressor")) or "").strip()
+    lru_gen = (read_text(os.path.join(machine.sys, "kernel", "mm", "lru_gen", "enabled")) or "").strip()
+    if any(a["name"].startswith("/dev/zram") for a in swaps):
+        swap_type = "zram"
+    elif not swaps:
+        swap_type = None
+    else:
+        swap_type = "zswap" if zswap == "Y" else "file"
+    try:
+        mglru = ("on" if int(lru_gen, 16) else "off") if lru_gen else None
+    except ValueError:
+        mglru = None
+    vm = {}
+    vm_dir = machine.p("sys", "vm")
+    for name in sorted(os.listdir(vm_dir)) if os.path.isdir(vm_dir) else []:
+        value = read_text(os.path.join(vm_dir, name))
+        if value is not None and "\n" not in value.strip():
+            vm["vm." + name] = " ".join(value.split())
+    debian_version = (read_text(os.path.join(etc, "debian_version")) or "").strip()
+    suite = "sid" if debian_version.endswith("/sid") else None
+    for line in (read_text(os.path.join(etc, "os-release")) or "").splitlines():
+        key, _, value = line.partition("=")
+        if key == "VERSION_CODENAME" and suite is None:
+            suite = value.strip().strip('"') or None
+    return {"suite": suite, "debian_version": debian_version or None, "swaps": swaps,
+            "swap_type": swap_type, "zswap_enabled": zswap or None, "zswap_compressor": compressor or None,
+            "lru_gen": lru_gen or None, "mglru": mglru, "vm_sysctl": vm}
 
 
 # ---------------------------------------------------------------------------- one run

@@ -219,7 +219,7 @@ def test_vagrant_reads_lab_defaults_like_the_python_parser():
     for path, got in zip(LAB_FILES, json.loads(proc.stdout)):
         lab = load_lab(path)
         assert got["name"] == lab.name
-        assert [{k: m[k] for k in ("name", "memory_mb", "cpus", "swap_mb", "suite")} for m in got["machines"]] == \
+        assert [{k: g[k] for k in m.as_dict()} for g, m in zip(got["machines"], lab.machines)] == \
             [m.as_dict() for m in lab.machines]
 
 

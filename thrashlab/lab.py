@@ -7,6 +7,9 @@ A lab file is YAML::
       cpus: 1
       swap_mb: 512
       suite: bookworm        # Debian suite of the image: bookworm | trixie | sid
+      swap_type: file        # file | zram | zswap
+      mglru: default         # default | on | off
+      sysctl: {}             # vm.* settings, e.g. {vm.swappiness: 150}
     machines:
       - name: small
         memory_mb: 256
@@ -38,12 +41,21 @@ MAX_MEMORY_MB = 1024 * 1024
 MAX_CPUS = 256
 MAX_SWAP_MB = 1024 * 1024
 
-MACHINE_KEYS = {"name", "memory_mb", "cpus", "swap_mb", "suite"}
-DEFAULTABLE_KEYS = {"cpus", "swap_mb", "memory_mb", "suite"}
+MACHINE_KEYS = {"name", "memory_mb", "cpus", "swap_mb", "suite", "swap_type", "mglru", "sysctl"}
+DEFAULTABLE_KEYS = MACHINE_KEYS - {"name"}
 TOP_KEYS = {"name", "description", "defaults", "machines"}
-BUILTIN_DEFAULTS = {"cpus": 1, "swap_mb": 512, "suite": "bookworm"}
+BUILTIN_DEFAULTS = {"cpus": 1, "swap_mb": 512, "suite": "bookworm", "swap_type": "file",
+                    "mglru": "default", "sysctl": {}}
 # Debian suites a machine's image can be built from: kernel 6.1, 6.12, 7.x.
 SUITES = ("bookworm", "trixie", "sid")
+# file: a swap file (zswap off); zswap: the same file behind zswap;
+# zram: a compressed RAM block device of swap_mb MiB instead of the file.
+SWAP_TYPES = ("file", "zram", "zswap")
+# /sys/kernel/mm/lru_gen/enabled: the kernel's own default, or forced on/off.
+MGLRU_MODES = ("default", "on", "off")
+# vm.* sysctls only: the lab describes memory behaviour, nothing else.
+SYSCTL_KEY_RE = re.compile(r"^vm\.[a-z0-9_-]+$")
+SYSCTL_VALUE_RE = re.compile(r"^[A-Za-z0-9_.:+-]+( [A-Za-z0-9_.:+-]+)*$")
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 
 
@@ -58,9 +70,14 @@ class Machine:
     cpus: int
     swap_mb: int
     suite: str = "bookworm"
+    swap_type: str = "file"
+    mglru: str = "default"
+    sysctl: tuple[tuple[str, str], ...] = ()  # (key, value) pairs, sorted by key
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        d["sysctl"] = dict(self.sysctl)
+        return d
 
 
 @dataclass(frozen=True)
@@ -117,6 +134,25 @@ def _choice_field(where: str, key: str, value, choices: tuple[str, ...]) -> str:
     return value
 
 
+def _on_off(value):
+    """YAML 1.1 reads a bare on/off as a boolean: take it as the word."""
+    return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
+
+
+def _sysctl_field(where: str, value) -> tuple[tuple[str, str], ...]:
+    if not isinstance(value, dict):
+        raise LabError(f"{where}: sysctl must be a mapping of vm.* settings, e.g. "
+                       "{vm.swappiness: 150}, got " + repr(value))
+    pairs = []
+    for key, v in value.items():
+        if not isinstance(key, str) or not SYSCTL_KEY_RE.match(key):
+            raise LabError(f"{where}: sysctl {key!r}: only vm.* settings are allowed (e.g. vm.swappiness)")
+        if isinstance(v, bool) or not isinstance(v, (int, str)) or not SYSCTL_VALUE_RE.match(str(v)):
+            raise LabError(f"{where}: sysctl {key}: value {v!r} must be a number or a word")
+        pairs.append((key, str(v)))
+    return tuple(sorted(pairs))
+
+
 def parse_lab(data, path: Path) -> Lab:
     where = str(path)
     if not isinstance(data, dict):
@@ -133,6 +169,8 @@ def parse_lab(data, path: Path) -> Lab:
     if bad:
         raise LabError(f"{where}: unknown key(s) in defaults: {', '.join(sorted(map(str, bad)))} "
                        f"(allowed: {', '.join(sorted(DEFAULTABLE_KEYS))})")
+    if "sysctl" in user_defaults:
+        _sysctl_field(f"{where}: defaults", user_defaults["sysctl"])
     defaults.update(user_defaults)
 
     raw_machines = data.get("machines")
@@ -157,6 +195,9 @@ def parse_lab(data, path: Path) -> Lab:
             raise LabError(f"{mwhere}: duplicate machine name")
         seen.add(name)
         merged = {**defaults, **raw}
+        if isinstance(raw.get("sysctl"), dict) and isinstance(defaults["sysctl"], dict):
+            # A machine's sysctls add to (and override) the defaults' ones.
+            merged["sysctl"] = {**defaults["sysctl"], **raw["sysctl"]}
         if "memory_mb" not in merged:
             raise LabError(f"{mwhere}: memory_mb is missing")
         machines.append(Machine(
@@ -165,6 +206,9 @@ def parse_lab(data, path: Path) -> Lab:
             cpus=_int_field(mwhere, "cpus", merged["cpus"], 1, MAX_CPUS),
             swap_mb=_int_field(mwhere, "swap_mb", merged["swap_mb"], 0, MAX_SWAP_MB),
             suite=_choice_field(mwhere, "suite", merged["suite"], SUITES),
+            swap_type=_choice_field(mwhere, "swap_type", merged["swap_type"], SWAP_TYPES),
+            mglru=_choice_field(mwhere, "mglru", _on_off(merged["mglru"]), MGLRU_MODES),
+            sysctl=_sysctl_field(mwhere, merged["sysctl"]),
         ))
     lab_name = data.get("name", path.resolve().stem)
     if not isinstance(lab_name, str) or not NAME_RE.match(lab_name):

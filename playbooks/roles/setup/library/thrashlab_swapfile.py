@@ -28,6 +28,11 @@ options:
         so that the machine's swap is exactly this file.
     type: bool
     default: false
+  keep:
+    description: Swap areas that O(disable_others) leaves on (e.g. C(/dev/zram0) of the swap type zram).
+    type: list
+    elements: str
+    default: []
   fstab:
     description: Keep the file in /etc/fstab so that it is used after a reboot.
     type: bool
@@ -84,7 +89,7 @@ def fstab_lines():
         return []
 
 
-def desired_fstab(lines, path, present, disable_others):
+def desired_fstab(lines, path, present, disable_others, keep=()):
     """Our line in place (or appended), other swap lines commented out if asked."""
     ours = "%s none swap sw 0 0" % path
     out = []
@@ -97,7 +102,7 @@ def desired_fstab(lines, path, present, disable_others):
                 out.append(line if fields[1:4] == ["none", "swap", "sw"] else ours)
                 have_ours = True
             continue
-        if is_swap and disable_others:
+        if is_swap and disable_others and fields[0] not in keep:
             out.append(DISABLED_PREFIX + line)
             continue
         out.append(line)
@@ -123,6 +128,7 @@ def main():
             path=dict(type="path", required=True),
             size_mb=dict(type="int", required=True),
             disable_others=dict(type="bool", default=False),
+            keep=dict(type="list", elements="str", default=[]),
             fstab=dict(type="bool", default=True),
         ),
         supports_check_mode=True,
@@ -148,7 +154,7 @@ def main():
     swaps = active_swaps()
     if module.params["disable_others"]:
         for other in swaps:
-            if other != path:
+            if other != path and other not in module.params["keep"]:
                 run(["swapoff", other], "swapoff %s (another swap area)" % other)
 
     if size_mb == 0:
@@ -181,7 +187,7 @@ def main():
 
     if module.params["fstab"]:
         old = fstab_lines()
-        new = desired_fstab(old, path, size_mb > 0, module.params["disable_others"])
+        new = desired_fstab(old, path, size_mb > 0, module.params["disable_others"], module.params["keep"])
         if new != old:
             actions.append("update %s" % FSTAB)
             if not check:
