@@ -25,7 +25,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 KEYS = {"pid", "mb", "mode", "accesses_per_iteration", "iterations", "accesses", "seconds",
-        "accesses_per_s", "fill_s", "start_mono_ns", "end_mono_ns", "minflt", "majflt",
+        "accesses_per_s", "fill", "fill_data", "fill_s", "start_mono_ns", "end_mono_ns", "minflt", "majflt",
         "utime_s", "stime_s", "registered", "minflt_before_register",
         "majflt_before_register", "minflt_after_register", "majflt_after_register"}
 
@@ -173,6 +173,39 @@ def test_hold_waits_for_sigusr1(bins):
     assert p.returncode == 0 and json.loads(out)["accesses"] == 1000
 
 
+def held_region(pid: int, mb: int) -> bytes:
+    """The work region of a held process, read through /proc/<pid>/mem."""
+    for line in Path(f"/proc/{pid}/maps").read_text().splitlines():
+        span, perms = line.split()[:2]
+        lo, hi = (int(x, 16) for x in span.split("-"))
+        if hi - lo == mb << 20 and perms.startswith("rw"):
+            with open(f"/proc/{pid}/mem", "rb") as mem:
+                mem.seek(lo)
+                return mem.read(hi - lo)
+    raise AssertionError(f"no {mb} MiB mapping in /proc/{pid}/maps")
+
+
+@pytest.mark.parametrize("data, lo, hi", [("random", 0.95, 1.05), ("text", 2.0, 20), ("zero", 50, 1e9)])
+def test_fill_data_compresses_as_named(bins, data, lo, hi):
+    """What a compressing swap would see: the region's bytes, compressed page by page."""
+    import zlib
+    p = subprocess.Popen([str(bins / "work"), "--no-register", "--hold", "--fill", data, "4", "R", "1", "1",
+                          "--sleep-ms", "0", "--seed", "7"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+    try:
+        assert "holding" in p.stderr.readline()
+        region = held_region(p.pid, 4)
+    finally:
+        p.send_signal(signal.SIGUSR1)
+        out, _ = p.communicate(timeout=10)
+    j = json.loads(out)
+    assert j["fill_data"] == data and j["fill"] is True
+    assert j["minflt"] >= j["pages"]  # one first touch per page, whatever is written
+    pages = [region[i:i + 4096] for i in range(0, len(region), 4096)]
+    ratio = len(region) / sum(len(zlib.compress(pg, 1)) for pg in pages)
+    assert lo <= ratio <= hi, (data, ratio)
+
+
 def test_registration_writes_commands(bins, tmp_path):
     """With a plain file as the status file: "R <pid>" then "U <pid>"."""
     status = tmp_path / "status"
@@ -195,7 +228,7 @@ def test_registration_errors(bins, tmp_path):
 @pytest.mark.parametrize("args", [[], ["8"], ["8", "X", "10"], ["0", "R", "10"], ["8", "R", "-1"],
                                   ["8", "R", "10", "x"], ["8", "R", "10", "1", "2"],
                                   ["--seconds", "0", "8", "R", "10"], ["--bogus", "8", "R", "1"],
-                                  ["--barrier", "/tmp/x", "8", "R", "1"]])
+                                  ["--barrier", "/tmp/x", "8", "R", "1"], ["--fill", "ones", "8", "R", "1"]])
 def test_work_usage_errors(bins, args):
     r = subprocess.run([str(bins / "work"), "--no-register", *args], capture_output=True, text=True)
     assert r.returncode == 2, (args, r.stderr)

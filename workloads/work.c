@@ -42,6 +42,14 @@ static volatile sig_atomic_t stop_signal;
 static const char *registered_status;
 static pid_t registered_pid;
 
+/*
+ * What the fill writes, so that a compressing swap (zram, zswap) sees data
+ * of a known kind: random bytes (incompressible, the default), zero pages
+ * (a compressor's best case), or words (text-like, about 2.5:1).
+ */
+enum fill_data { FILL_RANDOM, FILL_ZERO, FILL_TEXT };
+static const char *const fill_data_names[] = { "random", "zero", "text" };
+
 struct options {
 	long mb;
 	char mode;
@@ -57,6 +65,7 @@ struct options {
 	uint64_t seed;
 	bool seed_given;
 	bool fill;
+	enum fill_data fill_data;
 	bool hold;
 	bool thp;
 	double locality;
@@ -81,6 +90,8 @@ static void usage(FILE *f)
 "  --no-register          run without pfprof\n"
 "  --status PATH          registration file (default " STATUS_PATH ")\n"
 "  --no-fill              skip the fill phase (first touches happen in the timed phase)\n"
+"  --fill DATA            what the fill writes: random (default; incompressible),\n"
+"                         zero (zero pages) or text (words; about 2.5:1 with lz4)\n"
 "  --seed N               PRNG seed (default from pid and time)\n"
 "  --locality P           L mode: share of local accesses (default 0.8)\n"
 "  --window PAGES         L mode: local accesses within +-PAGES (default 4)\n"
@@ -232,7 +243,8 @@ static void bad_arg(const char *what, const char *value)
 static void parse_options(int argc, char **argv, struct options *o)
 {
 	enum { OPT_SECONDS = 256, OPT_SLEEP, OPT_BARRIER, OPT_BARRIER_TIMEOUT, OPT_NO_REGISTER,
-	       OPT_STATUS, OPT_NO_FILL, OPT_SEED, OPT_LOCALITY, OPT_WINDOW, OPT_THP, OPT_HOLD };
+	       OPT_STATUS, OPT_NO_FILL, OPT_FILL, OPT_SEED, OPT_LOCALITY, OPT_WINDOW, OPT_THP,
+	       OPT_HOLD };
 	static const struct option longopts[] = {
 		{ "seconds", required_argument, NULL, OPT_SECONDS },
 		{ "sleep-ms", required_argument, NULL, OPT_SLEEP },
@@ -241,6 +253,7 @@ static void parse_options(int argc, char **argv, struct options *o)
 		{ "no-register", no_argument, NULL, OPT_NO_REGISTER },
 		{ "status", required_argument, NULL, OPT_STATUS },
 		{ "no-fill", no_argument, NULL, OPT_NO_FILL },
+		{ "fill", required_argument, NULL, OPT_FILL },
 		{ "seed", required_argument, NULL, OPT_SEED },
 		{ "locality", required_argument, NULL, OPT_LOCALITY },
 		{ "window", required_argument, NULL, OPT_WINDOW },
@@ -285,6 +298,17 @@ static void parse_options(int argc, char **argv, struct options *o)
 		case OPT_NO_FILL:
 			o->fill = false;
 			break;
+		case OPT_FILL: {
+			size_t k;
+
+			for (k = 0; k < sizeof(fill_data_names) / sizeof(fill_data_names[0]); k++)
+				if (strcmp(optarg, fill_data_names[k]) == 0)
+					break;
+			if (k == sizeof(fill_data_names) / sizeof(fill_data_names[0]))
+				bad_arg("--fill (random, zero or text)", optarg);
+			o->fill_data = (enum fill_data)k;
+			break;
+		}
 		case OPT_SEED:
 			errno = 0;
 			o->seed = strtoull(optarg, &end, 0);
@@ -414,6 +438,43 @@ static void sleep_ms(long ms)
 		;
 }
 
+/* The first touch of one page: every byte of it written (one fault). */
+static void fill_page(unsigned char *p, size_t size, enum fill_data data, uint64_t *rng)
+{
+	/*
+	 * 32 words of 8 bytes (a power of two: 5 bits pick one; one store each):
+	 * text-like data: a page compresses about 2.5:1 with lz4, 5:1 with zlib
+	 */
+	static const char words[32][9] = {
+		"the     ", "page    ", "fault   ", "memory  ", "of the  ", "a       ", "process ", "kernel  ",
+		"swap    ", "and     ", "to      ", "is      ", "in      ", "working ", "set     ", "thrash  ",
+		"when    ", "it      ", "time    ", "reclaim ", "list    ", "virtual ", "frame   ", "disk    ",
+		"for     ", "each    ", "one     ", "more    ", "than    ", "free    ", "out     ", "back    ",
+	};
+	size_t i = 0;
+
+	switch (data) {
+	case FILL_ZERO:
+		memset(p, 0, size);	/* a write still allocates the page */
+		break;
+	case FILL_RANDOM:
+		for (; i + sizeof(uint64_t) <= size; i += sizeof(uint64_t)) {
+			uint64_t r = rng_next(rng);
+
+			memcpy(p + i, &r, sizeof(r));
+		}
+		break;
+	case FILL_TEXT:
+		while (i + 8 <= size) {
+			uint64_t r = rng_next(rng);
+
+			for (int k = 0; k < 12 && i + 8 <= size; k++, r >>= 5, i += 8)
+				memcpy(p + i, words[r & 31], 8);
+		}
+		break;
+	}
+}
+
 /* What the JSON line reports, besides the options. */
 struct result {
 	pid_t pid;
@@ -434,7 +495,8 @@ static size_t format_json(char *buf, size_t size, const struct options *o, const
 		"{\"pid\": %d, \"mb\": %ld, \"mode\": \"%c\", \"accesses_per_iteration\": %ld, "
 		"\"iterations\": %ld, \"iterations_requested\": %ld, "
 		"\"accesses\": %" PRIu64 ", \"seconds\": %.9f, \"accesses_per_s\": %.3f, "
-		"\"seconds_limit\": %.3f, \"fill\": %s, \"fill_s\": %.9f, \"barrier_wait_s\": %.9f, "
+		"\"seconds_limit\": %.3f, \"fill\": %s, \"fill_data\": \"%s\", \"fill_s\": %.9f, "
+		"\"barrier_wait_s\": %.9f, "
 		"\"start_mono_ns\": %" PRIu64 ", \"end_mono_ns\": %" PRIu64 ", "
 		"\"minflt\": %ld, \"majflt\": %ld, \"utime_s\": %.6f, \"stime_s\": %.6f, "
 		"\"minflt_timed\": %ld, \"majflt_timed\": %ld, "
@@ -445,7 +507,8 @@ static size_t format_json(char *buf, size_t size, const struct options *o, const
 		"\"window_pages\": %ld, \"sleep_ms\": %ld, \"interrupted\": %s}\n",
 		(int)r->pid, o->mb, o->mode, o->per_iteration, r->iterations, o->iterations,
 		r->accesses, secs, secs > 0 ? (double)r->accesses / secs : 0.0,
-		o->seconds, o->fill ? "true" : "false", (double)r->fill_ns / 1e9,
+		o->seconds, o->fill ? "true" : "false", fill_data_names[o->fill_data],
+		(double)r->fill_ns / 1e9,
 		(double)r->barrier_ns / 1e9, r->t0, r->t1,
 		r->ru_end.ru_minflt, r->ru_end.ru_majflt,
 		tv_s(r->ru_end.ru_utime), tv_s(r->ru_end.ru_stime),
@@ -551,7 +614,8 @@ int main(int argc, char **argv)
 	t_fill0 = mono_ns();
 	if (o.fill)
 		for (size_t p = 0; p < pages && !stop_signal; p++)
-			region[p * page] = 1;
+			/* not volatile here: the stores are kept, the region escapes to the kernel */
+			fill_page((unsigned char *)region + p * page, page, o.fill_data, &rng);
 	res.fill_ns = mono_ns() - t_fill0;
 
 	if (o.barrier_path && !stop_signal) {
