@@ -6,6 +6,7 @@
     python -m localvm up                   boot every machine of the lab
     python -m localvm status               what runs, on which port
     python -m localvm ssh NAME [CMD...]    a shell or a command on a VM, as root
+    python -m localvm reboot NAME          reboot one VM, keeping its disk
     python -m localvm down [--all]         stop every VM of the testbed; idempotent
     python -m localvm box [--force]        the image as a Vagrant box (vagrant-libvirt), added to Vagrant
 
@@ -79,6 +80,11 @@ def cmd_ssh(args) -> int:
     os.execvp(argv[0], argv)
 
 
+def cmd_reboot(args) -> int:
+    _testbed(args).reboot(args.name)
+    return 0
+
+
 def cmd_down(args) -> int:
     if args.all:
         from thrashlab.lab import Lab
@@ -126,6 +132,9 @@ def main(argv=None) -> int:
     p.add_argument("name")
     p.add_argument("command", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_ssh)
+    p = sub.add_parser("reboot", help="reboot one VM, keeping its disk (settings that must survive a reboot)")
+    p.add_argument("name")
+    p.set_defaults(func=cmd_reboot)
     p = sub.add_parser("down", help="stop every VM of the testbed (idempotent)")
     p.add_argument("--all", action="store_true", help="every testbed of this checkout, whatever the lab")
     p.set_defaults(func=cmd_down)

@@ -260,13 +260,14 @@ class Testbed:
             raise TestbedError(f"the lab needs about {need} MiB of host memory "
                                f"({len(self.lab.machines)} VMs) but only {avail} MiB are available")
 
-    def _launch(self, m: Machine, image: Image, accel: str) -> int:
+    def _launch(self, m: Machine, image: Image, accel: str, keep_disk: bool = False) -> int:
         vdir = self.vm_dir(m.name)
-        for stale in ("qemu.pid", "qmp.sock", "serial.log", "disk.qcow2"):
-            (vdir / stale).unlink(missing_ok=True)
         disk = vdir / "disk.qcow2"
-        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(image.disk),
-                        "-F", "qcow2", str(disk)], check=True)
+        for stale in ("qemu.pid", "qmp.sock", "serial.log") + (() if keep_disk else ("disk.qcow2",)):
+            (vdir / stale).unlink(missing_ok=True)
+        if not keep_disk:
+            subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(image.disk),
+                            "-F", "qcow2", str(disk)], check=True)
         authorized = vdir / "authorized_keys"
         authorized.write_text(Path(str(self.key) + ".pub").read_text())
         last_error = ""
@@ -348,6 +349,33 @@ class Testbed:
         self.progress.say(f"testbed {self.lab.name}: {len(ports)} VM(s) up ({accel}); "
                           f"`python -m localvm ssh NAME` or ansible-playbook reach them")
         return state
+
+    def reboot(self, name: str, timeout: float = BOOT_TIMEOUT_S) -> None:
+        """Reboot one running VM and keep its disk: what a real machine does on
+        `reboot`, so that settings meant to survive one can be checked. (QEMU
+        runs with -no-reboot, so that a guest panic stops it: the guest's
+        reboot ends QEMU, and the VM is started again on the same overlay.)"""
+        m = self.lab.machine(name)
+        state = self.state()
+        pid = self.our_pid(name)
+        if not pid or name not in state.get("machines", {}):
+            raise TestbedError(f"{name}: not running; run `python -m localvm up` first")
+        self.progress.say("rebooting", name)
+        subprocess.run(["ssh", "-F", str(self.ssh_config), "-O", "exit", name], capture_output=True, timeout=10)
+        self.ssh(name, "systemctl reboot", check=False, timeout=60)
+        end = time.monotonic() + timeout
+        while _pid_alive(pid) and time.monotonic() < end:
+            time.sleep(0.5)
+        if _pid_alive(pid):
+            raise TestbedError(f"{name}: did not go down within {format_duration(timeout)} after "
+                               f"`systemctl reboot`\n{self.serial_tail(name)}")
+        machine_state = state["machines"][name]
+        image = Image(Path(machine_state.get("image") or state["image"]))
+        machine_state["port"] = self._launch(m, image, state["accelerator"], keep_disk=True)
+        machine_state["pid"] = self.our_pid(name)
+        self._write_client_files({n: ms["port"] for n, ms in state["machines"].items()})
+        self._write_state(state)
+        self._wait_for_ssh(name, time.monotonic() + timeout)
 
     def _stop_pid(self, pid: int, qmp: Path | None) -> None:
         if qmp is not None and qmp.exists():
