@@ -7,6 +7,10 @@
   (swap, sources copied, module and workloads built, pfprof loaded).
 
 The lab is ``$THRASHLAB_TEST_LAB`` or the repository's default lab.
+
+- ``newer_kernels``: a second testbed, tests/labs/newer-kernels.yml (trixie's
+  6.12 and sid's 7.x, with zram, zswap, MGLRU forced and sysctls), booted and
+  provisioned on first use, stopped at the end of the session.
 """
 from __future__ import annotations
 
@@ -76,3 +80,37 @@ def provisioned(testbed, lab_env):
         outputs.append(proc.stdout)
     testbed.setup_output, testbed.setup_again_output = outputs
     return testbed
+
+
+NEWER_KERNELS_LAB = REPO / "tests" / "labs" / "newer-kernels.yml"
+
+
+class LabBed:
+    """A testbed of another lab file than the session's, with its own environment."""
+
+    def __init__(self, bed, env: dict):
+        self.bed, self.env = bed, env
+        self.setup_outputs: list[str] = []
+
+    def playbook(self, *args: str, timeout: float = 3600) -> subprocess.CompletedProcess:
+        return run([tool("ansible-playbook"), *args], env=self.env, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def newer_kernels():
+    from localvm.testbed import Testbed
+    from thrashlab.lab import load_lab
+    from thrashlab.progress import Progress
+
+    bed = Testbed(load_lab(NEWER_KERNELS_LAB), Progress(stream=sys.stderr))
+    bed.up()
+    lab = LabBed(bed, {"THRASHLAB_LAB": str(NEWER_KERNELS_LAB)})
+    try:
+        for _ in range(2):  # the second run is the idempotency check
+            proc = lab.playbook("playbooks/setup.yml")
+            assert proc.returncode == 0, f"setup playbook failed:\n{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}"
+            lab.setup_outputs.append(proc.stdout)
+        yield lab
+    finally:
+        if not os.environ.get("THRASHLAB_KEEP_VMS"):
+            bed.down(quiet=True)
