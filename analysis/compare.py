@@ -17,6 +17,10 @@ Columns (and keys of ``--json``):
   accesses/s at N* (median over the repeats): the collapse that the sum hides
   when Linux thrashes unfairly;
 - ``repeats_thrashing_at_n``: the repeats' votes at N*;
+- ``kernel``, ``suite``, ``swap_type``, ``mglru``, ``cpus``, ``sysctl``
+  (and ``zswap_compressor``): what the machine was, read back from it
+  (analysis.machines); always in JSON, as text columns where they differ
+  between the run's machines;
 - ``n_values`` (the N of the sweep with a usable repeat); in JSON also, at
   N*: ``collapse_at_n`` (what collapsed: ``sum``, ``starved``),
   ``baseline_n_values`` (the smaller N whose in-memory runs make the
@@ -35,6 +39,7 @@ from typing import Optional, Sequence, Union
 
 from analysis import case2 as c2
 from analysis import knee as kn
+from analysis import machines as mach
 from analysis.errors import Diagnostics
 from analysis.load import Run
 from analysis.tables import Column, json_rows, render
@@ -58,7 +63,7 @@ COLUMNS = [
     Column("repeats_thrashing_at_n", "votes_at_n*"),
     Column("n_values", "sweep", kind="ranges"),
 ]
-JSON_EXTRA = ("collapse_at_n", "baseline_n_values", "baseline_throughput", "expected_process_throughput",
+JSON_EXTRA = mach.ATTRIBUTES + ("zswap_compressor",) + ("collapse_at_n", "baseline_n_values", "baseline_throughput", "expected_process_throughput",
               "starved_threshold", "fault_threshold_per_s", "anomalies", "notes")
 
 
@@ -96,6 +101,7 @@ def machine_row(run: Run, case: c2.Case2) -> dict:
         "fault_threshold_per_s": None if at is None else round(at.fault_threshold, 1),
         "anomalies": knee.anomalies,
         "notes": knee.notes,
+        **mach.attributes(run.manifest, m.name, m.facts),
         "_knee": knee,
         "_case": case,
     }
@@ -136,9 +142,19 @@ def notes_of(rows: Sequence[dict]) -> list[str]:
     return notes
 
 
+def columns_for(rows: Sequence[dict]) -> list[Column]:
+    """COLUMNS, with a column after memory_mb for every machine attribute that differs."""
+    differ = mach.differing(rows)
+    extra = [Column(a, mach.HEADERS[a]) for a in differ]
+    at = [c.key for c in COLUMNS].index("memory_mb") + 1
+    return COLUMNS[:at] + extra + COLUMNS[at:]
+
+
 def render_table(rows: Sequence[dict], fmt: str = "text") -> str:
     """Rows from :func:`compare_rows` (or the internal rows) as text, csv, markdown or json."""
-    return render(rows, COLUMNS, fmt, notes=notes_of(rows), extra_json=JSON_EXTRA)
+    shown = [{**r, **{a: mach.describe(r.get(a)) for a in mach.differing(rows)}} for r in rows] \
+        if fmt in ("text", "markdown", "csv") else rows
+    return render(shown, columns_for(rows), fmt, notes=notes_of(rows), extra_json=JSON_EXTRA)
 
 
 # --------------------------------------------------------------------------- figure
@@ -148,6 +164,7 @@ def plot(run: Run, rows: list[dict], out_dir: Path) -> list[Path]:
     plt = plots.pyplot()
     fig, (ax_t, ax_u) = plt.subplots(2, 1, figsize=(9, 8), sharex=True,
                                      gridspec_kw={"height_ratios": [3, 2]})
+    differ = mach.differing(rows)
     for row in rows:
         case: c2.Case2 = row["_case"]
         knee: kn.Knee = row["_knee"]
@@ -155,7 +172,7 @@ def plot(run: Run, rows: list[dict], out_dir: Path) -> list[Path]:
         ns = [p.n for p in knee.points]
         thr = [max(p.throughput, 1.0) for p in knee.points]
         util = [_median([r.cpu_util for r in case.repeats[n]]) for n in ns]
-        label = f"{case.machine.name} ({case.machine.memory_mb:g} MiB)"
+        label = mach.label(row, differ)
         ax_t.plot(ns, thr, "-o", color=colour, label=label, markersize=4)
         slow = [(p.n, max(p.slowest, 1.0)) for p in knee.points if p.slowest is not None]
         if slow:

@@ -93,6 +93,13 @@ COMPARE_JSON = """\
       3,
       4
     ],
+    "kernel": "6.1.0-28-amd64",
+    "suite": null,
+    "swap_type": null,
+    "mglru": null,
+    "cpus": 1,
+    "sysctl": {},
+    "zswap_compressor": null,
     "collapse_at_n": [
       "starved"
     ],
@@ -128,6 +135,13 @@ COMPARE_JSON = """\
       3,
       4
     ],
+    "kernel": "6.1.0-28-amd64",
+    "suite": null,
+    "swap_type": null,
+    "mglru": null,
+    "cpus": 1,
+    "sysctl": {},
+    "zswap_compressor": null,
     "collapse_at_n": null,
     "baseline_n_values": null,
     "baseline_throughput": null,
