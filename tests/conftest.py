@@ -42,8 +42,11 @@ def selected_lab_path() -> Path:
 
 
 def pytest_collection_modifyitems(config, items):
-    # Tests that stop the shared testbed run after every other test.
-    items.sort(key=lambda item: 1 if item.get_closest_marker("teardown_last") else 0)
+    # Tests of the second testbed (newer_kernels) run together, after those of
+    # the first, so that the two are seldom up at once on a small host; tests
+    # that stop the shared testbed run after every other test.
+    items.sort(key=lambda item: (1 if item.get_closest_marker("teardown_last") else 0,
+                                 1 if "newer_kernels" in getattr(item, "fixturenames", ()) else 0))
 
 
 @pytest.hookimpl(hookwrapper=True)
