@@ -377,6 +377,18 @@ def write_json_atomic(path: Path, obj) -> None:
     os.replace(tmp, path)
 
 
+def portable_path(path: str | os.PathLike | None) -> str | None:
+    """A path as the manifest may hold it: relative to the repository when it
+    lies inside it, else None (a results directory travels to other hosts:
+    it names nothing of the one it was collected on)."""
+    if not path:
+        return None
+    try:
+        return str(Path(os.path.abspath(path)).relative_to(REPO_ROOT))
+    except ValueError:
+        return None
+
+
 def build_manifest(run_id: str, lab: dict, hosts: list[Host], results: dict[str, HostResult], started: str,
                    ended: str, opts: Options) -> dict:
     rev, dirty = git_state()
@@ -404,11 +416,12 @@ def build_manifest(run_id: str, lab: dict, hosts: list[Host], results: dict[str,
         "started": min(starts) if starts else None,
         "ended": max(ends) if ends else None,
         "collected": {"started": started, "ended": ended, "collector_version": COLLECTOR_VERSION},
-        "lab": lab,
+        "lab": {**lab, "path": portable_path(lab.get("path"))} if isinstance(lab, dict) else lab,
         "parameters": {h.name: results[h.name].parameters for h in hosts if results[h.name].status == "ok"},
         "machines": machines,
         "connections": {h.name: {"address": h.address, "port": h.port, "user": h.user, "backend": h.backend,
-                                 "known_hosts": h.known_hosts, "results_dir": h.results_dir} for h in hosts},
+                                 "known_hosts": [k for k in map(portable_path, h.known_hosts) if k],
+                                 "results_dir": h.results_dir} for h in hosts},
         "files": files,
     }
 

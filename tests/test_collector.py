@@ -222,6 +222,18 @@ def _no_partial_files(results: Path):
 # ----------------------------------------------------------------------------- against sshd
 
 @needs_sshd
+def _strings(obj):
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield k
+            yield from _strings(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            yield from _strings(v)
+    elif isinstance(obj, str):
+        yield obj
+
+
 def test_pull_complete_run(lab):
     for m in lab.machines.values():
         m.write_run()
@@ -245,6 +257,10 @@ def test_pull_complete_run(lab):
         assert _sha(remote) == digest
     assert "small/case2/n-02/r-1/work-2.json" in man["files"]
     assert not [f for f in man["files"] if "/." in f]
+    # the manifest names no path of the collecting host (results travel): only
+    # the machines' own results directories are absolute
+    remote_dirs = {c["results_dir"] for c in man["connections"].values()}
+    assert not [v for v in _strings(man) if v.startswith(("/", "~")) and v not in remote_dirs]
     _no_partial_files(lab.results)
     latest = lab.results / "latest"
     assert latest.is_symlink() and os.readlink(latest) == RUN
