@@ -17,7 +17,7 @@ import socket
 import sys
 import time
 
-from .job import Job, job_parser
+from .job import Job, extra_vars, job_parser
 from .lab import REPO_ROOT
 from .paths import results_root
 
@@ -37,8 +37,6 @@ def write_testbed_json(run_dir, run_id: str, lab, accelerator: str | None, job: 
 
 def main(argv=None) -> int:
     parser = job_parser("./bench.sh", __doc__)
-    parser.add_argument("-e", "--extra-vars", action="append", default=[], metavar="VAR=VALUE",
-                        help="an Ansible variable for every playbook (repeatable), e.g. bench_rounds=3")
     doc = parser.add_mutually_exclusive_group()
     doc.add_argument("--doc", metavar="FILE", help="where the report goes (default: docs/benchmarks.md)")
     doc.add_argument("--no-doc", action="store_true", help="print the report only")
@@ -48,7 +46,7 @@ def main(argv=None) -> int:
     lab = job.open_lab(args.lab, "bench")
     if lab is None:
         return 2
-    extra = [a for v in args.extra_vars for a in ("-e", v)]
+    extra = extra_vars(args)
 
     from localvm.testbed import Testbed
     bed = Testbed(lab, job.progress)

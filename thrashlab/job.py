@@ -31,12 +31,20 @@ class StepFailed(RuntimeError):
 
 
 def job_parser(prog: str, doc: str) -> argparse.ArgumentParser:
-    """The options every job on the local testbed has: --lab and --keep."""
+    """The options every job on the local testbed has: --lab, --keep and -e."""
     parser = argparse.ArgumentParser(prog=prog, description=doc,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lab", metavar="FILE", help="lab file (default: $THRASHLAB_LAB, else lab.yml)")
     parser.add_argument("--keep", action="store_true", help="leave the VMs running at the end")
+    parser.add_argument("-e", "--extra-vars", action="append", default=[], metavar="VAR=VALUE",
+                        help="an Ansible variable for every playbook (repeatable, as ansible-playbook's -e), "
+                             "e.g. case2_repeats=3")
     return parser
+
+
+def extra_vars(args) -> list[str]:
+    """``-e`` options as ansible-playbook arguments."""
+    return [a for v in args.extra_vars for a in ("-e", v)]
 
 
 class Job:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 import time
 
-from .job import Job, job_parser
+from .job import Job, extra_vars, job_parser
 
 
 def main(argv=None) -> int:
@@ -22,11 +22,13 @@ def main(argv=None) -> int:
     from localvm.testbed import Testbed
     bed = Testbed(lab, job.progress)
 
+    extra = extra_vars(args)
+
     def body():
-        job.bring_up(bed)
+        job.bring_up(bed, *extra)
         # The same plays as run-case2.yml, as separate steps so that each is timed.
         run_id = time.strftime("%Y%m%d-%H%M%S-case2", time.gmtime())
-        job.step("sweep", job.playbook("playbooks/case2.yml", "-e", f"thrashlab_run_id={run_id}"))
+        job.step("sweep", job.playbook("playbooks/case2.yml", "-e", f"thrashlab_run_id={run_id}", *extra))
         job.step("collect", job.command([sys.executable, "-m", "collector", "pull", "--run", run_id,
                                          "--expect-case", "case2"]))
         compare = job.command([sys.executable, "-m", "analysis", "compare"])
