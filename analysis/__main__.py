@@ -103,6 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
                            "utilization, major-fault rate, PSI, overlap (see pydoc analysis.case2).", 78),
                        epilog=EPILOG)
     _table_args(p)
+    p.add_argument("--series", action="store_true",
+                   help="instead of the table: fault rate and CPU over time per process for the points "
+                        "around each machine's knee (N*-1, N*, N*+1), from the profiles (text: half-second "
+                        "bins of the per-tick sums; --json: every tick; figures case2-series-MACHINE)")
     p.set_defaults(func=_dispatch("case2"))
 
     p = sub.add_parser("compare", formatter_class=argparse.RawDescriptionHelpFormatter,
