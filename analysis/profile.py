@@ -148,17 +148,18 @@ def read_profile(path: Path) -> Profile:
 
 
 def rate_over(ticks: list[Tick], t0: int, t1: int, span_ns: int, key: str = "majflt") -> list[tuple[int, float]]:
-    """For each tick inside [t0, t1], the rate per second of ``key`` over the ``span_ns``
-    up to it (a trailing moving window; shorter at the start of the window)."""
+    """At each tick inside (t0, t1], the rate per second of ``key`` over the trailing
+    ``span_ns`` (ticks before t0 count too: the rate at a time is that of the span before it)."""
     out = []
     lo = 0
     acc = 0.0
-    inside = [t for t in ticks if t0 < t.ts_ns <= t1]
-    for hi, t in enumerate(inside):
+    for t in ticks:
+        if t.ts_ns > t1:
+            break
         acc += getattr(t, key)
-        while inside[lo].ts_ns <= t.ts_ns - span_ns:
-            acc -= getattr(inside[lo], key)
+        while ticks[lo].ts_ns <= t.ts_ns - span_ns:
+            acc -= getattr(ticks[lo], key)
             lo += 1
-        length = min(span_ns, t.ts_ns - t0)
-        out.append((t.ts_ns, acc / (length / 1e9) if length > 0 else 0.0))
+        if t.ts_ns > t0:
+            out.append((t.ts_ns, acc / (span_ns / 1e9)))
     return out

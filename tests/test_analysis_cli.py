@@ -1,17 +1,23 @@
 """The command line, run as ``python -m analysis`` on the hand-made result directories.
 
 Every table is compared whole against the exact text below (the numbers were
-checked by hand against tests/fixtures/make_fixtures.py).  Small machine of
-"good": N=1 ran in memory (9 and 11 major faults); N=2 pages (1483/21 s and
-1322/21 s -> 66.8/s > 50/s) at full speed (no process starved, sum 10.2M), so
-it is not the knee, and as one process took 1.3-1.5k major faults (> 61, 1%
-of its 6144 pages) it is left out of the baseline.  N=3: baseline N=1 only,
-T0 = 6.0M, P0 = 6.0M, E(3) = min(6.0M, 6.0M/3) = 2.0M, starved below 100k;
-the sum (5.20M and 4.70M, median 4.95M) stays above 0.5 x T0 = 3.0M, but one
-process starves in each repeat (1.2k and 0.9k, median 1.05k) with
-(8952 + 9803) / 80 s = 234.4 major faults/s: N* = 3.  (The old sum-only rule
-found no knee here: 4.95M > half of median(6.0M, 10.15M).)  The large
-machine never pages: no knee.
+checked by hand against tests/fixtures/make_fixtures.py).  The rates are
+those of the timed window (12 s) from each run's profile.csv: a paging
+process's major faults are spread over the 13 records of its timed phase, the
+last of which (its unregistration, 1 ms after the window) lies outside, so
+12/13 of them count.  Small machine of "good": N=1 ran in memory (9 and 11
+major faults, at registration, before the window); N=2 pages (1483 and 1322
+major faults x 12/13 / 12 s -> median 107.8/s > 50/s) at full speed (no
+process starved, sum 10.2M), so it is not the knee, and as one process took
+1.3-1.5k major faults (> 61, 1% of its 6144 pages) it is left out of the
+baseline.  N=3: baseline N=1 only, T0 = 6.0M, P0 = 6.0M, E(3) = min(6.0M,
+6.0M/3) = 2.0M, starved below 100k; the sum (5.20M and 4.70M, median 4.95M)
+stays above 0.5 x T0 = 3.0M, but one process starves in each repeat (1.2k
+and 0.9k, median 1.05k) with (8952 and 9803) x 12/13 / 12 s -> median
+721.2 major faults/s: N* = 3, its fault rate above the in-memory level (0/s)
+from the first tick of the window (1 s ticks in these fixtures) to the end.
+(The old sum-only rule found no knee here: 4.95M > half of median(6.0M,
+10.15M).)  The large machine never pages: no knee.
 Table tests pass --no-plots so that nothing is written into the fixtures;
 figures are tested on a copy in test_analysis_figures.py.
 """
@@ -39,35 +45,40 @@ def check(args, stdout, stderr="", rc=0):
 
 
 COMPARE_TEXT = """\
-machine  memory_mb  avail_mb  work_mb  predicted_n  thrashing_n  peak_throughput  peak_n  throughput_at_n*  majflt/s_at_n*  starved_at_n*  slowest_at_n*  votes_at_n*  sweep
--------  ---------  --------  -------  -----------  -----------  ---------------  ------  ----------------  --------------  -------------  -------------  -----------  -----
-small          256      60.0     24.0         2.50            3            10.2M       2             4.95M           234.4              1          1.05k  2/2          1-4
-large          512     200.0     24.0         8.33            -            14.0M       3                 -               -              -              -  -            1-4
+machine  memory_mb  avail_mb  work_mb  predicted_n  thrashing_n  peak_throughput  peak_n  throughput_at_n*  majflt/s_at_n*  starved_at_n*  slowest_at_n*  votes_at_n*  onset_s_at_n*  share_above_at_n*  sweep  source
+-------  ---------  --------  -------  -----------  -----------  ---------------  ------  ----------------  --------------  -------------  -------------  -----------  -------------  -----------------  -----  -------
+small          256      60.0     24.0         2.50            3            10.2M       2             4.95M           721.2              1          1.05k  2/2                   1.00               1.00  1-4    profile
+large          512     200.0     24.0         8.33            -            14.0M       3                 -               -              -              -  -                        -                  -  1-4    profile
 
-note: small: N=2: paging (66.8 major faults/s > 50.0/s) but progress did not collapse: not the knee;
-  left out of the larger N's baselines
+note: small: N=2: paging (107.8 major faults/s > 50.0/s) but progress did not collapse: not the
+  knee; left out of the larger N's baselines
 N*: the smallest N whose major-fault rate is far above the in-memory runs' and whose progress
   collapsed: the summed throughput fell below half of the in-memory runs' of smaller N, or at least
   one process starved (below 1/20 of the speed a process had in memory); null: no knee in the sweep
   (the rule: python -m analysis compare --help).
+onset_s_at_n*, share_above_at_n*: when the major-fault rate (over the trailing second, from the
+  profile) first exceeded the machine's in-memory level, in seconds since the barrier's release, and
+  the share of the timed window above it (medians over N*'s repeats); source: where the rates come
+  from (profile, getrusage or mixed, see python -m analysis case2).
 starved_at_n*, slowest_at_n*: starved processes and the slowest process's accesses/s at N* (medians
   over the repeats); Linux thrashes unfairly, so these collapse while the sum may hardly move.
 """
 
 COMPARE_CSV = """\
-machine,memory_mb,mem_available_mb,work_mb,predicted_n,thrashing_n,peak_throughput,peak_n,throughput_at_n,majflt_per_s_at_n,starved_at_n,slowest_at_n,repeats_thrashing_at_n,n_values
-small,256,60.0,24.0,2.5,3,10150000,2,4951050,234.4,1,1050,2/2,"1,2,3,4"
-large,512,200.0,24.0,8.33,,14000000,3,,,,,,"1,2,3,4"
+machine,memory_mb,mem_available_mb,work_mb,predicted_n,thrashing_n,peak_throughput,peak_n,throughput_at_n,majflt_per_s_at_n,starved_at_n,slowest_at_n,repeats_thrashing_at_n,thrashing_onset_s,thrashing_share,n_values,source
+small,256,60.0,24.0,2.5,3,10150000,2,4951050,721.2,1,1050,2/2,1.0,1.0,"1,2,3,4",profile
+large,512,200.0,24.0,8.33,,14000000,3,,,,,,,,"1,2,3,4",profile
 """
 
 COMPARE_MARKDOWN = """\
-| machine | memory_mb | avail_mb | work_mb | predicted_n | thrashing_n | peak_throughput | peak_n | throughput_at_n* | majflt/s_at_n* | starved_at_n* | slowest_at_n* | votes_at_n* | sweep |
-|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|
-| small | 256 | 60.0 | 24.0 | 2.50 | 3 | 10.2M | 2 | 4.95M | 234.4 | 1 | 1.05k | 2/2 | 1-4 |
-| large | 512 | 200.0 | 24.0 | 8.33 | - | 14.0M | 3 | - | - | - | - | - | 1-4 |
+| machine | memory_mb | avail_mb | work_mb | predicted_n | thrashing_n | peak_throughput | peak_n | throughput_at_n* | majflt/s_at_n* | starved_at_n* | slowest_at_n* | votes_at_n* | onset_s_at_n* | share_above_at_n* | sweep | source |
+|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---|---|
+| small | 256 | 60.0 | 24.0 | 2.50 | 3 | 10.2M | 2 | 4.95M | 721.2 | 1 | 1.05k | 2/2 | 1.00 | 1.00 | 1-4 | profile |
+| large | 512 | 200.0 | 24.0 | 8.33 | - | 14.0M | 3 | - | - | - | - | - | - | - | 1-4 | profile |
 
-- note: small: N=2: paging (66.8 major faults/s > 50.0/s) but progress did not collapse: not the knee; left out of the larger N's baselines
+- note: small: N=2: paging (107.8 major faults/s > 50.0/s) but progress did not collapse: not the knee; left out of the larger N's baselines
 - N*: the smallest N whose major-fault rate is far above the in-memory runs' and whose progress collapsed: the summed throughput fell below half of the in-memory runs' of smaller N, or at least one process starved (below 1/20 of the speed a process had in memory); null: no knee in the sweep (the rule: python -m analysis compare --help).
+- onset_s_at_n*, share_above_at_n*: when the major-fault rate (over the trailing second, from the profile) first exceeded the machine's in-memory level, in seconds since the barrier's release, and the share of the timed window above it (medians over N*'s repeats); source: where the rates come from (profile, getrusage or mixed, see python -m analysis case2).
 - starved_at_n*, slowest_at_n*: starved processes and the slowest process's accesses/s at N* (medians over the repeats); Linux thrashes unfairly, so these collapse while the sum may hardly move.
 """
 
@@ -83,16 +94,19 @@ COMPARE_JSON = """\
     "peak_throughput": 10150000,
     "peak_n": 2,
     "throughput_at_n": 4951050,
-    "majflt_per_s_at_n": 234.4,
+    "majflt_per_s_at_n": 721.2,
     "starved_at_n": 1,
     "slowest_at_n": 1050,
     "repeats_thrashing_at_n": "2/2",
+    "thrashing_onset_s": 1.0,
+    "thrashing_share": 1.0,
     "n_values": [
       1,
       2,
       3,
       4
     ],
+    "source": "profile",
     "collapse_at_n": [
       "starved"
     ],
@@ -103,9 +117,14 @@ COMPARE_JSON = """\
     "expected_process_throughput": 2000000.0,
     "starved_threshold": 100000.0,
     "fault_threshold_per_s": 50.0,
+    "fault_level_per_s": 0.0,
+    "source_counts": {
+      "profile": 8
+    },
+    "dropped_repeats": [],
     "anomalies": [],
     "notes": [
-      "N=2: paging (66.8 major faults/s > 50.0/s) but progress did not collapse: not the knee; left out of the larger N's baselines"
+      "N=2: paging (107.8 major faults/s > 50.0/s) but progress did not collapse: not the knee; left out of the larger N's baselines"
     ]
   },
   {
@@ -122,18 +141,26 @@ COMPARE_JSON = """\
     "starved_at_n": null,
     "slowest_at_n": null,
     "repeats_thrashing_at_n": null,
+    "thrashing_onset_s": null,
+    "thrashing_share": null,
     "n_values": [
       1,
       2,
       3,
       4
     ],
+    "source": "profile",
     "collapse_at_n": null,
     "baseline_n_values": null,
     "baseline_throughput": null,
     "expected_process_throughput": null,
     "starved_threshold": null,
     "fault_threshold_per_s": null,
+    "fault_level_per_s": 0.0,
+    "source_counts": {
+      "profile": 8
+    },
+    "dropped_repeats": [],
     "anomalies": [],
     "notes": []
   }
@@ -141,22 +168,26 @@ COMPARE_JSON = """\
 """
 
 CASE2_TEXT = """\
-machine  N  reps  dropped  throughput  thr_min  thr_max  slowest  cpu_util  majflt/s  majflt/s_max  some_avg10  full_avg10  some_%  full_%  overlap_s
--------  -  ----  -------  ----------  -------  -------  -------  --------  --------  ------------  ----------  ----------  ------  ------  ---------
-small    1     2        0       6.00M    5.90M    6.10M    6.00M     0.873      0.50          0.55        0.00        0.00    0.00    0.00      12.00
-small    2     2        0       10.2M    8.00M    12.3M    4.95M     0.498     66.79         70.62        0.25        0.10    0.25    0.10      11.80
-small    3     2        0       4.95M    4.70M    5.20M    1.05k     0.523    234.44        245.07       23.50       15.00   61.25   41.25      11.00
-small    4     2        0       2.75M    2.60M    2.90M      650     0.528    570.09        600.08       28.50       17.00   71.00   51.00      10.50
-large    1     2        0       5.15M    4.80M    5.50M    5.15M     0.873      0.47          0.50        0.00        0.00    0.00    0.00      12.00
-large    2     2        0       7.45M    3.90M    11.0M    3.55M     0.878      0.52          0.57        0.00        0.00    0.00    0.00      11.90
-large    3     2        0       14.0M    13.8M    14.2M    4.24M     0.882      0.55          0.59        0.00        0.00    0.00    0.00      11.80
-large    4     2        0       10.1M    5.10M    15.0M    2.18M     0.886      0.57          0.61        0.10        0.00    0.05    0.00      11.60
+machine  N  reps  dropped  source   throughput  thr_min  thr_max  slowest  cpu_util  majflt/s  majflt/s_max  some_avg10  full_avg10  some_%  full_%  overlap_s
+-------  -  ----  -------  -------  ----------  -------  -------  -------  --------  --------  ------------  ----------  ----------  ------  ------  ---------
+small    1     2        0  profile       6.00M    5.90M    6.10M    6.00M     0.873      0.00          0.00        0.00        0.00    0.00    0.00      12.00
+small    2     2        0  profile       10.2M    8.00M    12.3M    4.95M     0.497    107.79        114.00        0.25        0.10    0.25    0.10      11.80
+small    3     2        0  profile       4.95M    4.70M    5.20M    1.05k     0.522    721.21        753.92       23.50       15.00   61.25   41.25      11.00
+small    4     2        0  profile       2.75M    2.60M    2.90M      650     0.528   2192.42       2307.75       28.50       17.00   71.00   51.00      10.50
+large    1     2        0  profile       5.15M    4.80M    5.50M    5.15M     0.873      0.00          0.00        0.00        0.00    0.00    0.00      12.00
+large    2     2        0  profile       7.45M    3.90M    11.0M    3.55M     0.877      0.00          0.00        0.00        0.00    0.00    0.00      11.90
+large    3     2        0  profile       14.0M    13.8M    14.2M    4.24M     0.881      0.00          0.00        0.00        0.00    0.00    0.00      11.80
+large    4     2        0  profile       10.1M    5.10M    15.0M    2.18M     0.885      0.00          0.00        0.10        0.00    0.05    0.00      11.60
 
 throughput: accesses/s summed over the N processes (mean, min, max over the repeats)
 slowest: accesses/s of the slowest process (median over the repeats): it collapses when some
   processes starve, even where the sum hardly moves
-cpu_util: CPU time of the N processes (utime+stime, work JSONs) / wall time of the run
-majflt/s: major faults of the N processes per wall second (mean, max)
+source: profile (pfprof's records in the timed window, cross-checked against getrusage since
+  registration), getrusage (the work JSONs: the profile was missing, corrupt or disagreed; the
+  warnings say why), or mixed over the repeats (--json: source_counts, source_reasons)
+cpu_util: CPU time of the N processes over the timed window (barrier release to the last process's
+  end) in CPUs (up to the vCPUs); on getrusage, lifetime CPU / wall time of the run
+majflt/s: major faults of the N processes per second of the timed window (mean, max)
 some/full_avg10: highest PSI memory avg10 (%) during the run; some/full_%: stall / wall time
 overlap_s: how long all N timed phases ran together (min over the repeats)
 """
@@ -201,22 +232,26 @@ large,pair-B,total,,,,128,24000,32768,32828,0,33068,0,,32768
 """
 
 WARNINGS_CASE2_TEXT = """\
-machine  N  reps  dropped  throughput  thr_min  thr_max  slowest  cpu_util  majflt/s  majflt/s_max  some_avg10  full_avg10  some_%  full_%  overlap_s
--------  -  ----  -------  ----------  -------  -------  -------  --------  --------  ------------  ----------  ----------  ------  ------  ---------
-small    1     2        0       6.00M    5.90M    6.10M    6.00M     0.873      0.50          0.55        0.00        0.00    0.00    0.00      12.00
-small    2     1        1       12.3M    12.3M    12.3M    6.00M     0.498     70.62         70.62        0.50        0.20    0.50    0.20      11.80
-small    3     2        0       4.95M    4.70M    5.20M    1.05k     0.523    234.44        245.07       23.50       15.00   61.25   41.25      11.00
-small    4     2        0       2.75M    2.60M    2.90M      650     0.528    570.09        600.08       28.50       17.00   70.00   50.00      10.50
-large    1     2        0       5.15M    4.80M    5.50M    5.15M     0.873      0.47          0.50        0.00        0.00    0.00    0.00      12.00
-large    2     2        0       7.45M    3.90M    11.0M    3.55M     0.878      0.52          0.57        0.00        0.00    0.00    0.00      11.90
-large    3     1        1       13.8M    13.8M    13.8M    4.18M     0.882      0.59          0.59        0.00        0.00    0.00    0.00      11.80
-large    4     2        0       10.1M    5.10M    15.0M    2.18M     0.886      0.57          0.61        0.10        0.00    0.05    0.00      11.60
+machine  N  reps  dropped  source   throughput  thr_min  thr_max  slowest  cpu_util  majflt/s  majflt/s_max  some_avg10  full_avg10  some_%  full_%  overlap_s
+-------  -  ----  -------  -------  ----------  -------  -------  -------  --------  --------  ------------  ----------  ----------  ------  ------  ---------
+small    1     2        0  profile       6.00M    5.90M    6.10M    6.00M     0.873      0.00          0.00        0.00        0.00    0.00    0.00      12.00
+small    2     1        1  profile       12.3M    12.3M    12.3M    6.00M     0.497    114.00        114.00        0.50        0.20    0.50    0.20      11.80
+small    3     2        0  profile       4.95M    4.70M    5.20M    1.05k     0.522    721.21        753.92       23.50       15.00   61.25   41.25      11.00
+small    4     2        0  profile       2.75M    2.60M    2.90M      650     0.528   2192.42       2307.75       28.50       17.00   70.00   50.00      10.50
+large    1     2        0  profile       5.15M    4.80M    5.50M    5.15M     0.873      0.00          0.00        0.00        0.00    0.00    0.00      12.00
+large    2     2        0  profile       7.45M    3.90M    11.0M    3.55M     0.877      0.00          0.00        0.00        0.00    0.00    0.00      11.90
+large    3     1        1  profile       13.8M    13.8M    13.8M    4.18M     0.881      0.00          0.00        0.00        0.00    0.00    0.00      11.80
+large    4     2        0  profile       10.1M    5.10M    15.0M    2.18M     0.885      0.00          0.00        0.10        0.00    0.05    0.00      11.60
 
 throughput: accesses/s summed over the N processes (mean, min, max over the repeats)
 slowest: accesses/s of the slowest process (median over the repeats): it collapses when some
   processes starve, even where the sum hardly moves
-cpu_util: CPU time of the N processes (utime+stime, work JSONs) / wall time of the run
-majflt/s: major faults of the N processes per wall second (mean, max)
+source: profile (pfprof's records in the timed window, cross-checked against getrusage since
+  registration), getrusage (the work JSONs: the profile was missing, corrupt or disagreed; the
+  warnings say why), or mixed over the repeats (--json: source_counts, source_reasons)
+cpu_util: CPU time of the N processes over the timed window (barrier release to the last process's
+  end) in CPUs (up to the vCPUs); on getrusage, lifetime CPU / wall time of the run
+majflt/s: major faults of the N processes per second of the timed window (mean, max)
 some/full_avg10: highest PSI memory avg10 (%) during the run; some/full_%: stall / wall time
 overlap_s: how long all N timed phases ran together (min over the repeats)
 """
@@ -230,17 +265,25 @@ analysis: warning: tests/fixtures/results/warnings/large/case2/n-03/r-1/run.json
 """
 
 WARNINGS_COMPARE_TEXT = """\
-machine  memory_mb  avail_mb  work_mb  predicted_n  thrashing_n  peak_throughput  peak_n  throughput_at_n*  majflt/s_at_n*  starved_at_n*  slowest_at_n*  votes_at_n*  sweep
--------  ---------  --------  -------  -----------  -----------  ---------------  ------  ----------------  --------------  -------------  -------------  -----------  -----
-small          256      60.0     24.0         2.50            3            12.3M       2             4.95M           234.4              1          1.05k  2/2          1-4
-large          512     200.0     24.0         8.33            -            13.8M       3                 -               -              -              -  -            1-4
+machine  memory_mb  avail_mb  work_mb  predicted_n  thrashing_n  peak_throughput  peak_n  throughput_at_n*  majflt/s_at_n*  starved_at_n*  slowest_at_n*  votes_at_n*  onset_s_at_n*  share_above_at_n*  sweep  source
+-------  ---------  --------  -------  -----------  -----------  ---------------  ------  ----------------  --------------  -------------  -------------  -----------  -------------  -----------------  -----  -------
+small          256      60.0     24.0         2.50            3            12.3M       2             4.95M           721.2              1          1.05k  2/2                   1.00               1.00  1-4    profile
+large          512     200.0     24.0         8.33            -            13.8M       3                 -               -              -              -  -                        -                  -  1-4    profile
 
-note: small: N=2: paging (70.6 major faults/s > 50.0/s) but progress did not collapse: not the knee;
-  left out of the larger N's baselines
+note: small: N=2: paging (114.0 major faults/s > 50.0/s) but progress did not collapse: not the
+  knee; left out of the larger N's baselines
+dropped: small: N=2 r-2: tests/fixtures/results/warnings/small/case2/n-02/r-2/work-2.json:1: invalid
+  JSON: Unterminated string starting at (column 38)
+dropped: large: N=3 r-1: tests/fixtures/results/warnings/large/case2/n-03/r-1/run.json: exit codes
+  [0, 137, 0], oom_killed 1
 N*: the smallest N whose major-fault rate is far above the in-memory runs' and whose progress
   collapsed: the summed throughput fell below half of the in-memory runs' of smaller N, or at least
   one process starved (below 1/20 of the speed a process had in memory); null: no knee in the sweep
   (the rule: python -m analysis compare --help).
+onset_s_at_n*, share_above_at_n*: when the major-fault rate (over the trailing second, from the
+  profile) first exceeded the machine's in-memory level, in seconds since the barrier's release, and
+  the share of the timed window above it (medians over N*'s repeats); source: where the rates come
+  from (profile, getrusage or mixed, see python -m analysis case2).
 starved_at_n*, slowest_at_n*: starved processes and the slowest process's accesses/s at N* (medians
   over the repeats); Linux thrashes unfairly, so these collapse while the sum may hardly move.
 """
