@@ -32,6 +32,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 F = "tests/fixtures/results"
+sys.path.insert(0, str(ROOT / "tests" / "fixtures"))
+import make_fixtures  # noqa: E402
 
 
 def analysis(*args, cwd=ROOT, env=None):
@@ -357,10 +359,15 @@ def test_disagreeing_repeats_are_noted(tmp_path):
     shutil.copytree(ROOT / F / "good", run)
     # small N=3, repeat 2 did not page: one of two repeats thrashed, a tie, counted as thrashing
     target = run / "small/case2/n-03/r-2"
+    works = []
     for k in (1, 2, 3):
         w = json.loads((target / f"work-{k}.json").read_text())
-        w.update(accesses_per_s=3_000_000.0, majflt=3)
+        w.update(accesses_per_s=3_000_000.0, majflt=3, majflt_timed=0, minflt_timed=0,
+                 minflt=w["minflt"] - w["majflt"])
         (target / f"work-{k}.json").write_text(json.dumps(w))
+        works.append(w)
+    # ... and its profile says the same (else the run would fall back to getrusage, warning)
+    (target / "profile.csv").write_text(make_fixtures.case2_profile(works, paging=False))
     rj = json.loads((target / "run.json").read_text())
     rj["starved"] = 0
     (target / "run.json").write_text(json.dumps(rj))
@@ -368,7 +375,7 @@ def test_disagreeing_repeats_are_noted(tmp_path):
     assert p.returncode == 0 and p.stderr == ""
     lines = p.stdout.splitlines()
     assert lines[2].split()[:6] == ["small", "256", "60.0", "24.0", "2.50", "3"]
-    assert lines[2].split()[-2] == "1/2"
+    assert lines[2].split()[-6] == "1/2"
     # starved and slowest are medians over the repeats: (1 + 0) / 2 and (1.2k + 3.0M) / 2
     assert lines[2].split()[-4:-2] == ["0.5", "1.50M"]
     assert "note: small: N=3: 1 of 2 repeats thrashed (at least half: N thrashes)" in lines
@@ -465,7 +472,7 @@ def test_work_json_with_a_wrong_type_drops_the_repeat(tmp_path):
     assert p.stderr == (f"analysis: warning: {w}: key 'majflt': expected a number, found \"12\"; "
                         "this repeat is dropped\n")
     large1 = [line for line in p.stdout.splitlines() if line.startswith("large,1,")]
-    assert large1[0].startswith("large,1,1,1,4800000,")
+    assert large1[0].startswith("large,1,1,1,profile,0,0.873,4800000,")
 
 
 # --------------------------------------------------------------------------- the command line itself
@@ -521,11 +528,19 @@ def test_help_documents_the_rule():
 
 
 MEASURED_COMPARE_TEXT = """\
-machine  memory_mb  avail_mb  work_mb  predicted_n  thrashing_n  peak_throughput  peak_n  throughput_at_n*  majflt/s_at_n*  starved_at_n*  slowest_at_n*  votes_at_n*  sweep
--------  ---------  --------  -------  -----------  -----------  ---------------  ------  ----------------  --------------  -------------  -------------  -----------  ------------
-small          256     153.9     36.0         4.28            5            2.46M       4             1.14M           831.2              3          1.28k  1/1          1,3-7
-large          512     400.4     36.0        11.12           11            3.67M      11             3.67M            95.1              1          2.72k  1/1          1,6,11-13,17
+machine  memory_mb  avail_mb  work_mb  predicted_n  thrashing_n  peak_throughput  peak_n  throughput_at_n*  majflt/s_at_n*  starved_at_n*  slowest_at_n*  votes_at_n*  onset_s_at_n*  share_above_at_n*  sweep         source
+-------  ---------  --------  -------  -----------  -----------  ---------------  ------  ----------------  --------------  -------------  -------------  -----------  -------------  -----------------  ------------  ---------
+small          256     153.9     36.0         4.28            5            2.46M       4             1.14M           831.2              3          1.28k  1/1                      -                  -  1,3-7         getrusage
+large          512     400.4     36.0        11.12           11            3.67M      11             3.67M            95.1              1          2.72k  1/1                      -                  -  1,6,11-13,17  getrusage
 """
+
+
+# The measured fixture keeps only the numbers the old analysis read (no profile, no timed-phase
+# times or counts): every run falls back to getrusage, lifetime rates, one warning each.
+MEASURED_FALLBACK = "".join(
+    f"analysis: warning: {F}/measured/{m}/case2/n-{n:02d}/r-1/work-1.json: missing key 'start_mono_ns'; "
+    "no timed window; this run falls back to getrusage\n"
+    for m, ns in (("small", (1, 3, 4, 5, 6, 7)), ("large", (1, 6, 11, 12, 13, 17))) for n in ns)
 
 
 def test_measured_run_unfair_thrashing():
@@ -533,7 +548,8 @@ def test_measured_run_unfair_thrashing():
     starved at 2.7k accesses/s while the sum was the highest of the sweep; the old sum-only rule
     found no knee there.  The small VM paged at N=4 at full speed (left out of the baseline)."""
     p = analysis("compare", f"{F}/measured", "--no-plots")
-    assert p.returncode == 0 and p.stderr == ""
+    assert p.returncode == 0
+    assert p.stderr == MEASURED_FALLBACK
     assert p.stdout.startswith(MEASURED_COMPARE_TEXT)
     assert ("note: small: N=4: paging (52.9 major faults/s > 50.0/s) but progress did not collapse: not the "
             "knee;\n  left out of the larger N's baselines\n") in p.stdout
@@ -563,10 +579,12 @@ def test_runner_starved_count_is_cross_checked(tmp_path):
     p = analysis("compare", run, "--no-plots")
     assert p.returncode == 0
     assert p.stdout.startswith(MEASURED_COMPARE_TEXT)      # the work JSONs decide
-    assert p.stderr == (f"analysis: warning: {rj}: key 'starved' is 4 but the work JSONs have 1 process(es) "
-                        "under 1% of the fastest; the work JSONs are used\n"
-                        f"analysis: warning: {other}: key 'starved': expected a number, found \"three\"; "
-                        "not cross-checked (the work JSONs are used)\n")
+    others = [line for line in p.stderr.splitlines(True) if not line.endswith("falls back to getrusage\n")]
+    assert len(p.stderr.splitlines()) - len(others) == 12      # MEASURED_FALLBACK
+    assert "".join(others) == (f"analysis: warning: {rj}: key 'starved' is 4 but the work JSONs have 1 process(es) "
+                               "under 1% of the fastest; the work JSONs are used\n"
+                               f"analysis: warning: {other}: key 'starved': expected a number, found \"three\"; "
+                               "not cross-checked (the work JSONs are used)\n")
 
 
 def test_sum_collapse_alone_is_still_a_knee(tmp_path):
