@@ -148,18 +148,17 @@ def read_profile(path: Path) -> Profile:
 
 
 def rate_over(ticks: list[Tick], t0: int, t1: int, span_ns: int, key: str = "majflt") -> list[tuple[int, float]]:
-    """At each tick inside (t0, t1], the rate per second of ``key`` over the trailing
-    ``span_ns`` (ticks before t0 count too: the rate at a time is that of the span before it)."""
+    """At each tick inside (t0, t1], ``key`` of the ticks inside the window over the trailing
+    ``span_ns``, per second of the span (so the first ticks of the window carry nothing from
+    before it, e.g. the fill, and one fault in one tick is not a rate of 20/s)."""
+    inside = [t for t in ticks if t0 < t.ts_ns <= t1]
     out = []
     lo = 0
     acc = 0.0
-    for t in ticks:
-        if t.ts_ns > t1:
-            break
+    for t in inside:
         acc += getattr(t, key)
-        while ticks[lo].ts_ns <= t.ts_ns - span_ns:
-            acc -= getattr(ticks[lo], key)
+        while inside[lo].ts_ns <= t.ts_ns - span_ns:
+            acc -= getattr(inside[lo], key)
             lo += 1
-        if t.ts_ns > t0:
-            out.append((t.ts_ns, acc / (span_ns / 1e9)))
+        out.append((t.ts_ns, acc / (span_ns / 1e9)))
     return out

@@ -146,11 +146,14 @@ def plot(run: Run, cases: list[c2.Case2], out_dir: Path) -> list[Path]:
             ax_f.set_title(f"N={rep.n}{mark} r-{rep.r}: major faults/s per process", fontsize="medium")
             ax_c.set_title(f"N={rep.n}{mark} r-{rep.r}: CPU per process (CPUs)", fontsize="medium")
             ax_f.set_yscale("symlog", linthresh=10.0)
+            ax_f.set_ylim(bottom=0, top=max(ax_f.get_ylim()[1], 10))
+            ax_c.set_ylim(bottom=0)
             ax_f.legend(loc="upper left", fontsize="x-small")
         for ax in axes[-1]:
-            ax.set_xlabel("seconds since the barrier's release (grey: the timed window; red: thrashing onset)")
+            ax.set_xlabel("seconds since the barrier's release")
         fig.suptitle(f"{case.machine.name} ({case.machine.memory_mb:g} MiB): fault rate and CPU over time "
-                     f"around the knee (N* = {k if k is not None else 'none'})")
+                     f"around the knee (N* = {k if k is not None else 'none'}); grey: the timed window, "
+                     f"red: thrashing onset, bold: the slowest process")
         fig.tight_layout()
         paths += plots.save(fig, out_dir, f"case2-series-{case.machine.name}")
     return paths
