@@ -152,7 +152,7 @@ def plot(run: Run, cases: list[c2.Case2], out_dir: Path) -> list[Path]:
         for ax in axes[-1]:
             ax.set_xlabel("seconds since the barrier's release")
         fig.suptitle(f"{case.machine.name} ({case.machine.memory_mb:g} MiB): fault rate and CPU over time "
-                     f"around the knee (N* = {k if k is not None else 'none'}); grey: the timed window, "
+                     f"around the knee (N* = {k if k is not None else 'none'})\ngrey: the timed window, "
                      f"red: thrashing onset, bold: the slowest process")
         fig.tight_layout()
         paths += plots.save(fig, out_dir, f"case2-series-{case.machine.name}")
