@@ -52,8 +52,11 @@ EPILOG = """\
 Input problems: a missing or corrupt manifest.json, facts.json, case1 file or
 case2/params.json is an error (exit status 2, one line: analysis: error:
 FILE:LINE: what). A broken case2 repeat (run.json or a work JSON missing or
-corrupt, a failed process) is dropped with a warning naming the file; bad PSI
-files only blank that repeat's PSI values. Machines whose manifest status is
+corrupt, a failed process) is dropped with a warning naming the file (a run
+stopped at its timeout is kept, marked interrupted); a missing or corrupt case2
+profile.csv, or one that disagrees with getrusage, makes that run fall back to
+the work JSONs (getrusage), warning with the file and line; bad PSI files only
+blank that repeat's PSI values. Machines whose manifest status is
 not ok are skipped with a warning. Figures (PNG and SVG) go to RUN/analysis/.
 bench reads RUN/<machine>/bench/ (docs/results-format.md, "bench/"): a run
 without it is an error (run the benchmark, ./bench.sh); a run without case2/

@@ -17,7 +17,15 @@ Columns (and keys of ``--json``):
   accesses/s at N* (median over the repeats): the collapse that the sum hides
   when Linux thrashes unfairly;
 - ``repeats_thrashing_at_n``: the repeats' votes at N*;
-- ``n_values`` (the N of the sweep with a usable repeat); in JSON also, at
+- ``thrashing_onset_s``, ``thrashing_share``: at N* (medians over its
+  repeats), when in the timed window the major-fault rate first exceeded the
+  machine's in-memory level (s since the barrier's release) and the share of
+  the window above it (analysis.case2; null without profiles);
+- ``source``: where the machine's rates come from, "profile", "getrusage"
+  or "mixed" (JSON also ``source_counts``: runs per source);
+- ``n_values`` (the N of the sweep with a usable repeat); in JSON also
+  ``dropped_repeats`` (every repeat left out: {n, repeat, reason}),
+  ``fault_level_per_s`` (the in-memory level of the onset), and, at
   N*: ``collapse_at_n`` (what collapsed: ``sum``, ``starved``),
   ``baseline_n_values`` (the smaller N whose in-memory runs make the
   baseline), ``baseline_throughput`` (T0), ``expected_process_throughput``
