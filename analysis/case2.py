@@ -572,6 +572,8 @@ def aggregate(case: Case2) -> list[dict]:
         diffs = [rep.profile_diff for rep in reps if rep.profile_diff is not None]
         row["profile_diff_pct"] = ({k: max((d[k] for d in diffs), key=abs) for k in diffs[0]}
                                    if diffs else None)
+        row["profile_diff_max_pct"] = (max(abs(v) for v in row["profile_diff_pct"].values())
+                                       if diffs else None)
         row["interrupted"] = sum(rep.interrupted for rep in reps)
         row["runs"] = [rep.summary() for rep in reps]
         row["dropped_repeats"] = [d for d in case.dropped_repeats if d["n"] == n]
@@ -597,6 +599,7 @@ def rows(cases: list[Case2]) -> list[dict]:
 def _machine_columns() -> list[Column]:
     cols = [Column("machine"), Column("n", "N", "int"), Column("repeats", "reps", "int"),
             Column("repeats_dropped", "dropped", kind="int"), Column("source"),
+            Column("profile_diff_max_pct", "prof_vs_rusage_%", kind="float", digits=2),
             Column("interrupted", kind="int", human=False),
             Column("utilization_cpus", kind="float", digits=3, human=False)]
     digits = {"throughput": 0, "slowest": 0, "cpu_util": 3, "majflt_per_s": 2, "minflt_per_s": 1,
@@ -637,7 +640,9 @@ NOTES = [
     "processes starve, even where the sum hardly moves",
     "source: profile (pfprof's records in the timed window, cross-checked against getrusage since "
     "registration), getrusage (the work JSONs: the profile was missing, corrupt or disagreed; the "
-    "warnings say why), or mixed over the repeats (--json: source_counts, source_reasons)",
+    "warnings say why), or mixed over the repeats (--json: source_counts, source_reasons); "
+    "prof_vs_rusage_%: the largest difference between the profile and getrusage since registration "
+    "(minor, major faults, CPU; % of getrusage) over the repeats (--json: profile_diff_pct)",
     "cpu_util: CPU time of the N processes over the timed window (barrier release to the last "
     "process's end) in CPUs (up to the vCPUs); on getrusage, lifetime CPU / wall time of the run",
     "majflt/s: major faults of the N processes per second of the timed window (mean, max)",

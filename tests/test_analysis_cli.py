@@ -170,23 +170,25 @@ COMPARE_JSON = """\
 """
 
 CASE2_TEXT = """\
-machine  N  reps  dropped  source   throughput  thr_min  thr_max  slowest  cpu_util  majflt/s  majflt/s_max  some_avg10  full_avg10  some_%  full_%  overlap_s
--------  -  ----  -------  -------  ----------  -------  -------  -------  --------  --------  ------------  ----------  ----------  ------  ------  ---------
-small    1     2        0  profile       6.00M    5.90M    6.10M    6.00M     0.873      0.00          0.00        0.00        0.00    0.00    0.00      12.00
-small    2     2        0  profile       10.2M    8.00M    12.3M    4.95M     0.497    107.79        114.00        0.25        0.10    0.25    0.10      11.80
-small    3     2        0  profile       4.95M    4.70M    5.20M    1.05k     0.522    721.21        753.92       23.50       15.00   61.25   41.25      11.00
-small    4     2        0  profile       2.75M    2.60M    2.90M      650     0.528   2192.42       2307.75       28.50       17.00   71.00   51.00      10.50
-large    1     2        0  profile       5.15M    4.80M    5.50M    5.15M     0.873      0.00          0.00        0.00        0.00    0.00    0.00      12.00
-large    2     2        0  profile       7.45M    3.90M    11.0M    3.55M     0.877      0.00          0.00        0.00        0.00    0.00    0.00      11.90
-large    3     2        0  profile       14.0M    13.8M    14.2M    4.24M     0.881      0.00          0.00        0.00        0.00    0.00    0.00      11.80
-large    4     2        0  profile       10.1M    5.10M    15.0M    2.18M     0.885      0.00          0.00        0.10        0.00    0.05    0.00      11.60
+machine  N  reps  dropped  source   prof_vs_rusage_%  throughput  thr_min  thr_max  slowest  cpu_util  majflt/s  majflt/s_max  some_avg10  full_avg10  some_%  full_%  overlap_s
+-------  -  ----  -------  -------  ----------------  ----------  -------  -------  -------  --------  --------  ------------  ----------  ----------  ------  ------  ---------
+small    1     2        0  profile              0.00       6.00M    5.90M    6.10M    6.00M     0.873      0.00          0.00        0.00        0.00    0.00    0.00      12.00
+small    2     2        0  profile              0.00       10.2M    8.00M    12.3M    4.95M     0.497    107.79        114.00        0.25        0.10    0.25    0.10      11.80
+small    3     2        0  profile              0.00       4.95M    4.70M    5.20M    1.05k     0.522    721.21        753.92       23.50       15.00   61.25   41.25      11.00
+small    4     2        0  profile              0.00       2.75M    2.60M    2.90M      650     0.528   2192.42       2307.75       28.50       17.00   71.00   51.00      10.50
+large    1     2        0  profile              0.00       5.15M    4.80M    5.50M    5.15M     0.873      0.00          0.00        0.00        0.00    0.00    0.00      12.00
+large    2     2        0  profile              0.00       7.45M    3.90M    11.0M    3.55M     0.877      0.00          0.00        0.00        0.00    0.00    0.00      11.90
+large    3     2        0  profile              0.00       14.0M    13.8M    14.2M    4.24M     0.881      0.00          0.00        0.00        0.00    0.00    0.00      11.80
+large    4     2        0  profile              0.00       10.1M    5.10M    15.0M    2.18M     0.885      0.00          0.00        0.10        0.00    0.05    0.00      11.60
 
 throughput: accesses/s summed over the N processes (mean, min, max over the repeats)
 slowest: accesses/s of the slowest process (median over the repeats): it collapses when some
   processes starve, even where the sum hardly moves
 source: profile (pfprof's records in the timed window, cross-checked against getrusage since
   registration), getrusage (the work JSONs: the profile was missing, corrupt or disagreed; the
-  warnings say why), or mixed over the repeats (--json: source_counts, source_reasons)
+  warnings say why), or mixed over the repeats (--json: source_counts, source_reasons);
+  prof_vs_rusage_%: the largest difference between the profile and getrusage since registration
+  (minor, major faults, CPU; % of getrusage) over the repeats (--json: profile_diff_pct)
 cpu_util: CPU time of the N processes over the timed window (barrier release to the last process's
   end) in CPUs (up to the vCPUs); on getrusage, lifetime CPU / wall time of the run
 majflt/s: major faults of the N processes per second of the timed window (mean, max)
@@ -234,23 +236,25 @@ large,pair-B,total,,,,128,24000,32768,32828,0,33068,0,,32768
 """
 
 WARNINGS_CASE2_TEXT = """\
-machine  N  reps  dropped  source   throughput  thr_min  thr_max  slowest  cpu_util  majflt/s  majflt/s_max  some_avg10  full_avg10  some_%  full_%  overlap_s
--------  -  ----  -------  -------  ----------  -------  -------  -------  --------  --------  ------------  ----------  ----------  ------  ------  ---------
-small    1     2        0  profile       6.00M    5.90M    6.10M    6.00M     0.873      0.00          0.00        0.00        0.00    0.00    0.00      12.00
-small    2     1        1  profile       12.3M    12.3M    12.3M    6.00M     0.497    114.00        114.00        0.50        0.20    0.50    0.20      11.80
-small    3     2        0  profile       4.95M    4.70M    5.20M    1.05k     0.522    721.21        753.92       23.50       15.00   61.25   41.25      11.00
-small    4     2        0  profile       2.75M    2.60M    2.90M      650     0.528   2192.42       2307.75       28.50       17.00   70.00   50.00      10.50
-large    1     2        0  profile       5.15M    4.80M    5.50M    5.15M     0.873      0.00          0.00        0.00        0.00    0.00    0.00      12.00
-large    2     2        0  profile       7.45M    3.90M    11.0M    3.55M     0.877      0.00          0.00        0.00        0.00    0.00    0.00      11.90
-large    3     1        1  profile       13.8M    13.8M    13.8M    4.18M     0.881      0.00          0.00        0.00        0.00    0.00    0.00      11.80
-large    4     2        0  profile       10.1M    5.10M    15.0M    2.18M     0.885      0.00          0.00        0.10        0.00    0.05    0.00      11.60
+machine  N  reps  dropped  source   prof_vs_rusage_%  throughput  thr_min  thr_max  slowest  cpu_util  majflt/s  majflt/s_max  some_avg10  full_avg10  some_%  full_%  overlap_s
+-------  -  ----  -------  -------  ----------------  ----------  -------  -------  -------  --------  --------  ------------  ----------  ----------  ------  ------  ---------
+small    1     2        0  profile              0.00       6.00M    5.90M    6.10M    6.00M     0.873      0.00          0.00        0.00        0.00    0.00    0.00      12.00
+small    2     1        1  profile              0.00       12.3M    12.3M    12.3M    6.00M     0.497    114.00        114.00        0.50        0.20    0.50    0.20      11.80
+small    3     2        0  profile              0.00       4.95M    4.70M    5.20M    1.05k     0.522    721.21        753.92       23.50       15.00   61.25   41.25      11.00
+small    4     2        0  profile              0.00       2.75M    2.60M    2.90M      650     0.528   2192.42       2307.75       28.50       17.00   70.00   50.00      10.50
+large    1     2        0  profile              0.00       5.15M    4.80M    5.50M    5.15M     0.873      0.00          0.00        0.00        0.00    0.00    0.00      12.00
+large    2     2        0  profile              0.00       7.45M    3.90M    11.0M    3.55M     0.877      0.00          0.00        0.00        0.00    0.00    0.00      11.90
+large    3     1        1  profile              0.00       13.8M    13.8M    13.8M    4.18M     0.881      0.00          0.00        0.00        0.00    0.00    0.00      11.80
+large    4     2        0  profile              0.00       10.1M    5.10M    15.0M    2.18M     0.885      0.00          0.00        0.10        0.00    0.05    0.00      11.60
 
 throughput: accesses/s summed over the N processes (mean, min, max over the repeats)
 slowest: accesses/s of the slowest process (median over the repeats): it collapses when some
   processes starve, even where the sum hardly moves
 source: profile (pfprof's records in the timed window, cross-checked against getrusage since
   registration), getrusage (the work JSONs: the profile was missing, corrupt or disagreed; the
-  warnings say why), or mixed over the repeats (--json: source_counts, source_reasons)
+  warnings say why), or mixed over the repeats (--json: source_counts, source_reasons);
+  prof_vs_rusage_%: the largest difference between the profile and getrusage since registration
+  (minor, major faults, CPU; % of getrusage) over the repeats (--json: profile_diff_pct)
 cpu_util: CPU time of the N processes over the timed window (barrier release to the last process's
   end) in CPUs (up to the vCPUs); on getrusage, lifetime CPU / wall time of the run
 majflt/s: major faults of the N processes per second of the timed window (mean, max)
@@ -375,9 +379,9 @@ def test_disagreeing_repeats_are_noted(tmp_path):
     assert p.returncode == 0 and p.stderr == ""
     lines = p.stdout.splitlines()
     assert lines[2].split()[:6] == ["small", "256", "60.0", "24.0", "2.50", "3"]
-    assert lines[2].split()[-6] == "1/2"
+    assert lines[2].split()[-5] == "1/2"
     # starved and slowest are medians over the repeats: (1 + 0) / 2 and (1.2k + 3.0M) / 2
-    assert lines[2].split()[-4:-2] == ["0.5", "1.50M"]
+    assert lines[2].split()[-7:-5] == ["0.5", "1.50M"]
     assert "note: small: N=3: 1 of 2 repeats thrashed (at least half: N thrashes)" in lines
     js = json.loads(analysis("compare", run, "--no-plots", "--json").stdout)
     assert js[0]["notes"][1:] == ["N=3: 1 of 2 repeats thrashed (at least half: N thrashes)"]
@@ -472,7 +476,7 @@ def test_work_json_with_a_wrong_type_drops_the_repeat(tmp_path):
     assert p.stderr == (f"analysis: warning: {w}: key 'majflt': expected a number, found \"12\"; "
                         "this repeat is dropped\n")
     large1 = [line for line in p.stdout.splitlines() if line.startswith("large,1,")]
-    assert large1[0].startswith("large,1,1,1,profile,0,0.873,4800000,")
+    assert large1[0].startswith("large,1,1,1,profile,0.0,0,0.873,4800000,")
 
 
 # --------------------------------------------------------------------------- the command line itself
