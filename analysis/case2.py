@@ -187,7 +187,8 @@ class Repeat:
 
     def summary(self) -> dict:
         """This run's keys in ``case2 --json`` (``runs`` of its N)."""
-        r = lambda v, d: None if v is None else round(v, d)  # noqa: E731
+        def r(v, digits):
+            return None if v is None else round(v, digits)
         return {"repeat": self.r, "source": self.source, "source_reason": self.source_reason,
                 "interrupted": self.interrupted, "window_s": r(self.window_s, 3),
                 "utilization_cpus": r(self.cpu_util, 4), "majflt_per_s": r(self.majflt_per_s, 2),
@@ -254,8 +255,9 @@ def load_machine(run: Run, machine: Machine) -> Case2:
     return case
 
 
-def _exit_codes_ok(run_json: dict, rp: Path, n: int) -> bool:
-    """Whether every process finished; returns True when some were stopped at the timeout.
+def _stopped_at_timeout(run_json: dict, rp: Path) -> bool:
+    """Whether the runner stopped processes at the timeout (kept); raises AnalysisError for
+    a real failure.
 
     A process the runner stopped at the timeout counts 124 in ``exit_codes`` with its
     real code in ``exit_codes_raw``: work exits 0 after SIGTERM and prints its partial
@@ -293,7 +295,7 @@ def load_repeat(machine: Machine, n: int, r: int, rdir: Path, diag: Diagnostics)
     declared_n = number(run_json, "n", rp, required=False, integer=True)
     if declared_n is not None and declared_n != n:
         raise AnalysisError(rp, None, f"key 'n' is {declared_n} but the directory is {rdir.parent.name}")
-    stopped = _exit_codes_ok(run_json, rp, n)
+    stopped = _stopped_at_timeout(run_json, rp)
     cpu = 0.0
     accesses: Optional[float] = 0.0
     mbs = set()
