@@ -288,3 +288,32 @@ def test_series_around_the_knee(tmp_path):
     assert "small N=4 r-1" in text.stdout and "thrashing from 0.04 s" in text.stdout
     assert (tmp_path / "case2-series-small.png").stat().st_size > 0
     assert (tmp_path / "case2-series-large.svg").stat().st_size > 0
+
+
+def test_a_missing_profile_in_one_repeat_makes_the_n_mixed(tmp_path):
+    run = _copy(tmp_path, ROOT / "tests/fixtures/results/good")
+    prof = run / "small/case2/n-03/r-2/profile.csv"
+    prof.unlink()
+    row, stderr = _run_row(run, n=3)
+    assert stderr == f"analysis: warning: {prof}: no such file; this run falls back to getrusage (work JSONs)\n"
+    assert (row["source"], row["source_counts"]) == ("mixed", {"profile": 1, "getrusage": 1})
+    assert row["source_reasons"] == [f"r-2: {prof}: no such file"]
+    assert [r["source"] for r in row["runs"]] == ["profile", "getrusage"]
+    p = analysis("compare", run, "--no-plots", "--json")
+    small = json.loads(p.stdout)[0]
+    assert (small["source"], small["source_counts"]) == ("mixed", {"profile": 7, "getrusage": 1})
+
+
+def test_window_counts_edge_records_pro_rata(tmp_path):
+    """A record covers the time since the same pid's previous record."""
+    from analysis.profile import read_profile
+    prof = tmp_path / "profile.csv"
+    prof.write_text("ts_ns,jiffies,pid,minflt,majflt,cpu_ns,flags\n"
+                    "1000,1,7,10,0,100,2\n"          # first record: counts whole at its time
+                    "2000,2,7,20,4,1000,0\n"         # covers (1000, 2000]
+                    "3000,3,7,30,8,2000,1\n")        # covers (2000, 3000]
+    p = read_profile(prof)
+    got = p.window(1500, 2500)[7]
+    assert (got.minflt, got.majflt, got.cpu_ns) == (10 + 15, 2 + 4, 500 + 1000)
+    assert p.window(0, 1000)[7].minflt == 10
+    assert p.totals()[7].cpu_ns == 3100
