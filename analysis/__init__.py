@@ -25,7 +25,10 @@ case1/params.json, profile.csv error: one run per pair, nothing to fall back on
 case1 work-K.json              error
 case2/params.json              error (compare and report read it)
 case2 run.json, work-K.json    warning; that repeat is dropped (also when
-                               run.json shows a failed process or OOM kill)
+                               run.json shows a failed process or OOM kill;
+                               not for processes stopped at the timeout)
+case2 profile.csv              warning; that run falls back to getrusage
+                               (also when it disagrees with getrusage)
 case2 psi-*.txt, psi-samples   warning; that repeat's PSI values stay empty
 a machine, status not "ok"     warning; the machine is skipped
 =============================  ==============================================

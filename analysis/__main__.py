@@ -52,8 +52,11 @@ EPILOG = """\
 Input problems: a missing or corrupt manifest.json, facts.json, case1 file or
 case2/params.json is an error (exit status 2, one line: analysis: error:
 FILE:LINE: what). A broken case2 repeat (run.json or a work JSON missing or
-corrupt, a failed process) is dropped with a warning naming the file; bad PSI
-files only blank that repeat's PSI values. Machines whose manifest status is
+corrupt, a failed process) is dropped with a warning naming the file (a run
+stopped at its timeout is kept, marked interrupted); a missing or corrupt case2
+profile.csv, or one that disagrees with getrusage, makes that run fall back to
+the work JSONs (getrusage), warning with the file and line; bad PSI files only
+blank that repeat's PSI values. Machines whose manifest status is
 not ok are skipped with a warning. Figures (PNG and SVG) go to RUN/analysis/.
 bench reads RUN/<machine>/bench/ (docs/results-format.md, "bench/"): a run
 without it is an error (run the benchmark, ./bench.sh); a run without case2/
@@ -103,6 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
                            "utilization, major-fault rate, PSI, overlap (see pydoc analysis.case2).", 78),
                        epilog=EPILOG)
     _table_args(p)
+    p.add_argument("--series", action="store_true",
+                   help="instead of the table: fault rate and CPU over time per process for the points "
+                        "around each machine's knee (N*-1, N*, N*+1), from the profiles (text: half-second "
+                        "bins of the per-tick sums; --json: every tick; figures case2-series-MACHINE)")
     p.set_defaults(func=_dispatch("case2"))
 
     p = sub.add_parser("compare", formatter_class=argparse.RawDescriptionHelpFormatter,

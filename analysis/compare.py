@@ -21,7 +21,15 @@ Columns (and keys of ``--json``):
   (and ``zswap_compressor``): what the machine was, read back from it
   (analysis.machines); always in JSON, as text columns where they differ
   between the run's machines;
-- ``n_values`` (the N of the sweep with a usable repeat); in JSON also, at
+- ``thrashing_onset_s``, ``thrashing_share``: at N* (medians over its
+  repeats), when in the timed window the major-fault rate first exceeded the
+  machine's in-memory level (s since the barrier's release) and the share of
+  the window above it (analysis.case2; null without profiles);
+- ``source``: where the machine's rates come from, "profile", "getrusage"
+  or "mixed" (JSON also ``source_counts``: runs per source);
+- ``n_values`` (the N of the sweep with a usable repeat); in JSON also
+  ``dropped_repeats`` (every repeat left out: {n, repeat, reason}),
+  ``fault_level_per_s`` (the in-memory level of the onset), and, at
   N*: ``collapse_at_n`` (what collapsed: ``sum``, ``starved``),
   ``baseline_n_values`` (the smaller N whose in-memory runs make the
   baseline), ``baseline_throughput`` (T0), ``expected_process_throughput``
@@ -61,10 +69,14 @@ COLUMNS = [
     Column("starved_at_n", "starved_at_n*", kind="g", digits=1),
     Column("slowest_at_n", "slowest_at_n*", kind="si", digits=0),
     Column("repeats_thrashing_at_n", "votes_at_n*"),
+    Column("thrashing_onset_s", "onset_s_at_n*", kind="float", digits=2),
+    Column("thrashing_share", "share_above_at_n*", kind="float", digits=2),
     Column("n_values", "sweep", kind="ranges"),
+    Column("source"),
 ]
-JSON_EXTRA = mach.ATTRIBUTES + ("zswap_compressor",) + ("collapse_at_n", "baseline_n_values", "baseline_throughput", "expected_process_throughput",
-              "starved_threshold", "fault_threshold_per_s", "anomalies", "notes")
+JSON_EXTRA = mach.ATTRIBUTES + ("zswap_compressor", "collapse_at_n", "baseline_n_values", "baseline_throughput",
+                                 "expected_process_throughput", "starved_threshold", "fault_threshold_per_s",
+                                 "fault_level_per_s", "source_counts", "dropped_repeats", "anomalies", "notes")
 
 
 def machine_row(run: Run, case: c2.Case2) -> dict:
@@ -78,6 +90,10 @@ def machine_row(run: Run, case: c2.Case2) -> dict:
                                             "predicted_n left empty")
     peak = max(knee.points, key=lambda p: p.throughput)
     at = knee.point(knee.n)
+    at_reps = case.repeats.get(knee.n, []) if at else []
+    onsets = [r.thrashing_onset_s for r in at_reps if r.thrashing_onset_s is not None]
+    shares = [r.thrashing_share for r in at_reps if r.thrashing_share is not None]
+    src = c2.sources([r for reps in case.repeats.values() for r in reps])
     return {
         "machine": m.name,
         "memory_mb": m.memory_mb,
@@ -92,7 +108,13 @@ def machine_row(run: Run, case: c2.Case2) -> dict:
         "starved_at_n": at.starved if at else None,
         "slowest_at_n": at.slowest if at else None,
         "repeats_thrashing_at_n": at.votes_text if at else None,
+        "thrashing_onset_s": _round(_median(onsets), 2) if onsets else None,
+        "thrashing_share": _round(_median(shares), 3) if shares else None,
         "n_values": case.n_values,
+        "source": src["source"],
+        "source_counts": src["source_counts"],
+        "fault_level_per_s": _round(case.fault_level_per_s, 2),
+        "dropped_repeats": case.dropped_repeats,
         "collapse_at_n": at.reasons if at else None,
         "baseline_n_values": list(at.baseline.ns) if at else None,
         "baseline_throughput": _round(at.baseline_throughput if at else None, 0),
@@ -130,12 +152,19 @@ def notes_of(rows: Sequence[dict]) -> list[str]:
     notes = []
     for r in rows:
         notes += [f"note: {r['machine']}: {n}" for n in r.get("notes", [])]
+        notes += [f"dropped: {r['machine']}: N={d['n']} r-{d['repeat']}: {d['reason']}"
+                  for d in r.get("dropped_repeats", [])]
     if notes or rows:
         notes.append("N*: the smallest N whose major-fault rate is far above the in-memory runs' and whose "
                      "progress collapsed: the summed throughput fell below half of the in-memory runs' "
                      "of smaller N, or at least one process starved (below 1/20 of the speed a process "
                      "had in memory); null: no knee in the sweep (the rule: python -m analysis compare "
                      "--help).")
+        notes.append("onset_s_at_n*, share_above_at_n*: when the major-fault rate (over the trailing "
+                     "second, from the profile) first exceeded the machine's in-memory level, in seconds "
+                     "since the barrier's release, and the share of the timed window above it (medians "
+                     "over N*'s repeats); source: where the rates come from (profile, getrusage or "
+                     "mixed, see python -m analysis case2).")
         notes.append("starved_at_n*, slowest_at_n*: starved processes and the slowest process's "
                      "accesses/s at N* (medians over the repeats); Linux thrashes unfairly, so these "
                      "collapse while the sum may hardly move.")

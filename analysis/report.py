@@ -19,6 +19,7 @@ from analysis import case1 as c1
 from analysis import case2 as c2
 from analysis import compare as cmp
 from analysis import knee
+from analysis import report_series
 from analysis.errors import AnalysisError, Diagnostics
 from analysis.load import Run
 from analysis.tables import Column, human
@@ -144,6 +145,14 @@ def build(run: Run, out_dir: Path) -> str:
         for p in c2.plot(run, cases, out_dir):
             if p.suffix == ".png":
                 parts.append(image(p, "Case Study 2 metrics vs N"))
+        parts.append("<h3>Over time, around each knee</h3>")
+        parts.append("<p>" + _e(" ".join(report_series.__doc__.split("\n\n")[1].split())) + "</p>"
+                     if report_series.__doc__ else "")
+        series_figures = [p for p in report_series.plot(run, cases, out_dir) if p.suffix == ".png"]
+        for p in series_figures:
+            parts.append(image(p, f"fault rate and CPU over time per process: {p.stem}"))
+        if not series_figures:
+            parts.append("<p>No run with a profile around the knees (see the warnings).</p>")
 
     # ---- case 1
     if pairs is not None:

@@ -1,17 +1,23 @@
 """The command line, run as ``python -m analysis`` on the hand-made result directories.
 
 Every table is compared whole against the exact text below (the numbers were
-checked by hand against tests/fixtures/make_fixtures.py).  Small machine of
-"good": N=1 ran in memory (9 and 11 major faults); N=2 pages (1483/21 s and
-1322/21 s -> 66.8/s > 50/s) at full speed (no process starved, sum 10.2M), so
-it is not the knee, and as one process took 1.3-1.5k major faults (> 61, 1%
-of its 6144 pages) it is left out of the baseline.  N=3: baseline N=1 only,
-T0 = 6.0M, P0 = 6.0M, E(3) = min(6.0M, 6.0M/3) = 2.0M, starved below 100k;
-the sum (5.20M and 4.70M, median 4.95M) stays above 0.5 x T0 = 3.0M, but one
-process starves in each repeat (1.2k and 0.9k, median 1.05k) with
-(8952 + 9803) / 80 s = 234.4 major faults/s: N* = 3.  (The old sum-only rule
-found no knee here: 4.95M > half of median(6.0M, 10.15M).)  The large
-machine never pages: no knee.
+checked by hand against tests/fixtures/make_fixtures.py).  The rates are
+those of the timed window (12 s) from each run's profile.csv: a paging
+process's major faults are spread over the 13 records of its timed phase, the
+last of which (its unregistration, 1 ms after the window) lies outside, so
+12/13 of them count.  Small machine of "good": N=1 ran in memory (9 and 11
+major faults, at registration, before the window); N=2 pages (1483 and 1322
+major faults x 12/13 / 12 s -> median 107.8/s > 50/s) at full speed (no
+process starved, sum 10.2M), so it is not the knee, and as one process took
+1.3-1.5k major faults (> 61, 1% of its 6144 pages) it is left out of the
+baseline.  N=3: baseline N=1 only, T0 = 6.0M, P0 = 6.0M, E(3) = min(6.0M,
+6.0M/3) = 2.0M, starved below 100k; the sum (5.20M and 4.70M, median 4.95M)
+stays above 0.5 x T0 = 3.0M, but one process starves in each repeat (1.2k
+and 0.9k, median 1.05k) with (8952 and 9803) x 12/13 / 12 s -> median
+721.2 major faults/s: N* = 3, its fault rate above the in-memory level (0/s)
+from the first tick of the window (1 s ticks in these fixtures) to the end.
+(The old sum-only rule found no knee here: 4.95M > half of median(6.0M,
+10.15M).)  The large machine never pages: no knee.
 Table tests pass --no-plots so that nothing is written into the fixtures;
 figures are tested on a copy in test_analysis_figures.py.
 """
@@ -26,6 +32,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 F = "tests/fixtures/results"
+sys.path.insert(0, str(ROOT / "tests" / "fixtures"))
+import make_fixtures  # noqa: E402
 
 
 def analysis(*args, cwd=ROOT, env=None):
@@ -39,35 +47,40 @@ def check(args, stdout, stderr="", rc=0):
 
 
 COMPARE_TEXT = """\
-machine  memory_mb  avail_mb  work_mb  predicted_n  thrashing_n  peak_throughput  peak_n  throughput_at_n*  majflt/s_at_n*  starved_at_n*  slowest_at_n*  votes_at_n*  sweep
--------  ---------  --------  -------  -----------  -----------  ---------------  ------  ----------------  --------------  -------------  -------------  -----------  -----
-small          256      60.0     24.0         2.50            3            10.2M       2             4.95M           234.4              1          1.05k  2/2          1-4
-large          512     200.0     24.0         8.33            -            14.0M       3                 -               -              -              -  -            1-4
+machine  memory_mb  avail_mb  work_mb  predicted_n  thrashing_n  peak_throughput  peak_n  throughput_at_n*  majflt/s_at_n*  starved_at_n*  slowest_at_n*  votes_at_n*  onset_s_at_n*  share_above_at_n*  sweep  source
+-------  ---------  --------  -------  -----------  -----------  ---------------  ------  ----------------  --------------  -------------  -------------  -----------  -------------  -----------------  -----  -------
+small          256      60.0     24.0         2.50            3            10.2M       2             4.95M           721.2              1          1.05k  2/2                   1.00               1.00  1-4    profile
+large          512     200.0     24.0         8.33            -            14.0M       3                 -               -              -              -  -                        -                  -  1-4    profile
 
-note: small: N=2: paging (66.8 major faults/s > 50.0/s) but progress did not collapse: not the knee;
-  left out of the larger N's baselines
+note: small: N=2: paging (107.8 major faults/s > 50.0/s) but progress did not collapse: not the
+  knee; left out of the larger N's baselines
 N*: the smallest N whose major-fault rate is far above the in-memory runs' and whose progress
   collapsed: the summed throughput fell below half of the in-memory runs' of smaller N, or at least
   one process starved (below 1/20 of the speed a process had in memory); null: no knee in the sweep
   (the rule: python -m analysis compare --help).
+onset_s_at_n*, share_above_at_n*: when the major-fault rate (over the trailing second, from the
+  profile) first exceeded the machine's in-memory level, in seconds since the barrier's release, and
+  the share of the timed window above it (medians over N*'s repeats); source: where the rates come
+  from (profile, getrusage or mixed, see python -m analysis case2).
 starved_at_n*, slowest_at_n*: starved processes and the slowest process's accesses/s at N* (medians
   over the repeats); Linux thrashes unfairly, so these collapse while the sum may hardly move.
 """
 
 COMPARE_CSV = """\
-machine,memory_mb,mem_available_mb,work_mb,predicted_n,thrashing_n,peak_throughput,peak_n,throughput_at_n,majflt_per_s_at_n,starved_at_n,slowest_at_n,repeats_thrashing_at_n,n_values
-small,256,60.0,24.0,2.5,3,10150000,2,4951050,234.4,1,1050,2/2,"1,2,3,4"
-large,512,200.0,24.0,8.33,,14000000,3,,,,,,"1,2,3,4"
+machine,memory_mb,mem_available_mb,work_mb,predicted_n,thrashing_n,peak_throughput,peak_n,throughput_at_n,majflt_per_s_at_n,starved_at_n,slowest_at_n,repeats_thrashing_at_n,thrashing_onset_s,thrashing_share,n_values,source
+small,256,60.0,24.0,2.5,3,10150000,2,4951050,721.2,1,1050,2/2,1.0,1.0,"1,2,3,4",profile
+large,512,200.0,24.0,8.33,,14000000,3,,,,,,,,"1,2,3,4",profile
 """
 
 COMPARE_MARKDOWN = """\
-| machine | memory_mb | avail_mb | work_mb | predicted_n | thrashing_n | peak_throughput | peak_n | throughput_at_n* | majflt/s_at_n* | starved_at_n* | slowest_at_n* | votes_at_n* | sweep |
-|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|
-| small | 256 | 60.0 | 24.0 | 2.50 | 3 | 10.2M | 2 | 4.95M | 234.4 | 1 | 1.05k | 2/2 | 1-4 |
-| large | 512 | 200.0 | 24.0 | 8.33 | - | 14.0M | 3 | - | - | - | - | - | 1-4 |
+| machine | memory_mb | avail_mb | work_mb | predicted_n | thrashing_n | peak_throughput | peak_n | throughput_at_n* | majflt/s_at_n* | starved_at_n* | slowest_at_n* | votes_at_n* | onset_s_at_n* | share_above_at_n* | sweep | source |
+|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---|---|
+| small | 256 | 60.0 | 24.0 | 2.50 | 3 | 10.2M | 2 | 4.95M | 721.2 | 1 | 1.05k | 2/2 | 1.00 | 1.00 | 1-4 | profile |
+| large | 512 | 200.0 | 24.0 | 8.33 | - | 14.0M | 3 | - | - | - | - | - | - | - | 1-4 | profile |
 
-- note: small: N=2: paging (66.8 major faults/s > 50.0/s) but progress did not collapse: not the knee; left out of the larger N's baselines
+- note: small: N=2: paging (107.8 major faults/s > 50.0/s) but progress did not collapse: not the knee; left out of the larger N's baselines
 - N*: the smallest N whose major-fault rate is far above the in-memory runs' and whose progress collapsed: the summed throughput fell below half of the in-memory runs' of smaller N, or at least one process starved (below 1/20 of the speed a process had in memory); null: no knee in the sweep (the rule: python -m analysis compare --help).
+- onset_s_at_n*, share_above_at_n*: when the major-fault rate (over the trailing second, from the profile) first exceeded the machine's in-memory level, in seconds since the barrier's release, and the share of the timed window above it (medians over N*'s repeats); source: where the rates come from (profile, getrusage or mixed, see python -m analysis case2).
 - starved_at_n*, slowest_at_n*: starved processes and the slowest process's accesses/s at N* (medians over the repeats); Linux thrashes unfairly, so these collapse while the sum may hardly move.
 """
 
@@ -83,16 +96,19 @@ COMPARE_JSON = """\
     "peak_throughput": 10150000,
     "peak_n": 2,
     "throughput_at_n": 4951050,
-    "majflt_per_s_at_n": 234.4,
+    "majflt_per_s_at_n": 721.2,
     "starved_at_n": 1,
     "slowest_at_n": 1050,
     "repeats_thrashing_at_n": "2/2",
+    "thrashing_onset_s": 1.0,
+    "thrashing_share": 1.0,
     "n_values": [
       1,
       2,
       3,
       4
     ],
+    "source": "profile",
     "kernel": "6.1.0-28-amd64",
     "suite": null,
     "swap_type": null,
@@ -110,9 +126,14 @@ COMPARE_JSON = """\
     "expected_process_throughput": 2000000.0,
     "starved_threshold": 100000.0,
     "fault_threshold_per_s": 50.0,
+    "fault_level_per_s": 0.0,
+    "source_counts": {
+      "profile": 8
+    },
+    "dropped_repeats": [],
     "anomalies": [],
     "notes": [
-      "N=2: paging (66.8 major faults/s > 50.0/s) but progress did not collapse: not the knee; left out of the larger N's baselines"
+      "N=2: paging (107.8 major faults/s > 50.0/s) but progress did not collapse: not the knee; left out of the larger N's baselines"
     ]
   },
   {
@@ -129,12 +150,15 @@ COMPARE_JSON = """\
     "starved_at_n": null,
     "slowest_at_n": null,
     "repeats_thrashing_at_n": null,
+    "thrashing_onset_s": null,
+    "thrashing_share": null,
     "n_values": [
       1,
       2,
       3,
       4
     ],
+    "source": "profile",
     "kernel": "6.1.0-28-amd64",
     "suite": null,
     "swap_type": null,
@@ -148,6 +172,11 @@ COMPARE_JSON = """\
     "expected_process_throughput": null,
     "starved_threshold": null,
     "fault_threshold_per_s": null,
+    "fault_level_per_s": 0.0,
+    "source_counts": {
+      "profile": 8
+    },
+    "dropped_repeats": [],
     "anomalies": [],
     "notes": []
   }
@@ -155,22 +184,28 @@ COMPARE_JSON = """\
 """
 
 CASE2_TEXT = """\
-machine  N  reps  dropped  throughput  thr_min  thr_max  slowest  cpu_util  majflt/s  majflt/s_max  some_avg10  full_avg10  some_%  full_%  overlap_s
--------  -  ----  -------  ----------  -------  -------  -------  --------  --------  ------------  ----------  ----------  ------  ------  ---------
-small    1     2        0       6.00M    5.90M    6.10M    6.00M     0.873      0.50          0.55        0.00        0.00    0.00    0.00      12.00
-small    2     2        0       10.2M    8.00M    12.3M    4.95M     0.498     66.79         70.62        0.25        0.10    0.25    0.10      11.80
-small    3     2        0       4.95M    4.70M    5.20M    1.05k     0.523    234.44        245.07       23.50       15.00   61.25   41.25      11.00
-small    4     2        0       2.75M    2.60M    2.90M      650     0.528    570.09        600.08       28.50       17.00   71.00   51.00      10.50
-large    1     2        0       5.15M    4.80M    5.50M    5.15M     0.873      0.47          0.50        0.00        0.00    0.00    0.00      12.00
-large    2     2        0       7.45M    3.90M    11.0M    3.55M     0.878      0.52          0.57        0.00        0.00    0.00    0.00      11.90
-large    3     2        0       14.0M    13.8M    14.2M    4.24M     0.882      0.55          0.59        0.00        0.00    0.00    0.00      11.80
-large    4     2        0       10.1M    5.10M    15.0M    2.18M     0.886      0.57          0.61        0.10        0.00    0.05    0.00      11.60
+machine  N  reps  dropped  source   prof_vs_rusage_%  throughput  thr_min  thr_max  slowest  cpu_util  majflt/s  majflt/s_max  some_avg10  full_avg10  some_%  full_%  overlap_s
+-------  -  ----  -------  -------  ----------------  ----------  -------  -------  -------  --------  --------  ------------  ----------  ----------  ------  ------  ---------
+small    1     2        0  profile              0.00       6.00M    5.90M    6.10M    6.00M     0.873      0.00          0.00        0.00        0.00    0.00    0.00      12.00
+small    2     2        0  profile              0.00       10.2M    8.00M    12.3M    4.95M     0.497    107.79        114.00        0.25        0.10    0.25    0.10      11.80
+small    3     2        0  profile              0.00       4.95M    4.70M    5.20M    1.05k     0.522    721.21        753.92       23.50       15.00   61.25   41.25      11.00
+small    4     2        0  profile              0.00       2.75M    2.60M    2.90M      650     0.528   2192.42       2307.75       28.50       17.00   71.00   51.00      10.50
+large    1     2        0  profile              0.00       5.15M    4.80M    5.50M    5.15M     0.873      0.00          0.00        0.00        0.00    0.00    0.00      12.00
+large    2     2        0  profile              0.00       7.45M    3.90M    11.0M    3.55M     0.877      0.00          0.00        0.00        0.00    0.00    0.00      11.90
+large    3     2        0  profile              0.00       14.0M    13.8M    14.2M    4.24M     0.881      0.00          0.00        0.00        0.00    0.00    0.00      11.80
+large    4     2        0  profile              0.00       10.1M    5.10M    15.0M    2.18M     0.885      0.00          0.00        0.10        0.00    0.05    0.00      11.60
 
 throughput: accesses/s summed over the N processes (mean, min, max over the repeats)
 slowest: accesses/s of the slowest process (median over the repeats): it collapses when some
   processes starve, even where the sum hardly moves
-cpu_util: CPU time of the N processes (utime+stime, work JSONs) / wall time of the run
-majflt/s: major faults of the N processes per wall second (mean, max)
+source: profile (pfprof's records in the timed window, cross-checked against getrusage since
+  registration), getrusage (the work JSONs: the profile was missing, corrupt or disagreed; the
+  warnings say why), or mixed over the repeats (--json: source_counts, source_reasons);
+  prof_vs_rusage_%: the largest difference between the profile and getrusage since registration
+  (minor, major faults, CPU; % of getrusage) over the repeats (--json: profile_diff_pct)
+cpu_util: CPU time of the N processes over the timed window (barrier release to the last process's
+  end) in CPUs (up to the vCPUs); on getrusage, lifetime CPU / wall time of the run
+majflt/s: major faults of the N processes per second of the timed window (mean, max)
 some/full_avg10: highest PSI memory avg10 (%) during the run; some/full_%: stall / wall time
 overlap_s: how long all N timed phases ran together (min over the repeats)
 """
@@ -215,22 +250,28 @@ large,pair-B,total,,,,128,24000,32768,32828,0,33068,0,,32768
 """
 
 WARNINGS_CASE2_TEXT = """\
-machine  N  reps  dropped  throughput  thr_min  thr_max  slowest  cpu_util  majflt/s  majflt/s_max  some_avg10  full_avg10  some_%  full_%  overlap_s
--------  -  ----  -------  ----------  -------  -------  -------  --------  --------  ------------  ----------  ----------  ------  ------  ---------
-small    1     2        0       6.00M    5.90M    6.10M    6.00M     0.873      0.50          0.55        0.00        0.00    0.00    0.00      12.00
-small    2     1        1       12.3M    12.3M    12.3M    6.00M     0.498     70.62         70.62        0.50        0.20    0.50    0.20      11.80
-small    3     2        0       4.95M    4.70M    5.20M    1.05k     0.523    234.44        245.07       23.50       15.00   61.25   41.25      11.00
-small    4     2        0       2.75M    2.60M    2.90M      650     0.528    570.09        600.08       28.50       17.00   70.00   50.00      10.50
-large    1     2        0       5.15M    4.80M    5.50M    5.15M     0.873      0.47          0.50        0.00        0.00    0.00    0.00      12.00
-large    2     2        0       7.45M    3.90M    11.0M    3.55M     0.878      0.52          0.57        0.00        0.00    0.00    0.00      11.90
-large    3     1        1       13.8M    13.8M    13.8M    4.18M     0.882      0.59          0.59        0.00        0.00    0.00    0.00      11.80
-large    4     2        0       10.1M    5.10M    15.0M    2.18M     0.886      0.57          0.61        0.10        0.00    0.05    0.00      11.60
+machine  N  reps  dropped  source   prof_vs_rusage_%  throughput  thr_min  thr_max  slowest  cpu_util  majflt/s  majflt/s_max  some_avg10  full_avg10  some_%  full_%  overlap_s
+-------  -  ----  -------  -------  ----------------  ----------  -------  -------  -------  --------  --------  ------------  ----------  ----------  ------  ------  ---------
+small    1     2        0  profile              0.00       6.00M    5.90M    6.10M    6.00M     0.873      0.00          0.00        0.00        0.00    0.00    0.00      12.00
+small    2     1        1  profile              0.00       12.3M    12.3M    12.3M    6.00M     0.497    114.00        114.00        0.50        0.20    0.50    0.20      11.80
+small    3     2        0  profile              0.00       4.95M    4.70M    5.20M    1.05k     0.522    721.21        753.92       23.50       15.00   61.25   41.25      11.00
+small    4     2        0  profile              0.00       2.75M    2.60M    2.90M      650     0.528   2192.42       2307.75       28.50       17.00   70.00   50.00      10.50
+large    1     2        0  profile              0.00       5.15M    4.80M    5.50M    5.15M     0.873      0.00          0.00        0.00        0.00    0.00    0.00      12.00
+large    2     2        0  profile              0.00       7.45M    3.90M    11.0M    3.55M     0.877      0.00          0.00        0.00        0.00    0.00    0.00      11.90
+large    3     1        1  profile              0.00       13.8M    13.8M    13.8M    4.18M     0.881      0.00          0.00        0.00        0.00    0.00    0.00      11.80
+large    4     2        0  profile              0.00       10.1M    5.10M    15.0M    2.18M     0.885      0.00          0.00        0.10        0.00    0.05    0.00      11.60
 
 throughput: accesses/s summed over the N processes (mean, min, max over the repeats)
 slowest: accesses/s of the slowest process (median over the repeats): it collapses when some
   processes starve, even where the sum hardly moves
-cpu_util: CPU time of the N processes (utime+stime, work JSONs) / wall time of the run
-majflt/s: major faults of the N processes per wall second (mean, max)
+source: profile (pfprof's records in the timed window, cross-checked against getrusage since
+  registration), getrusage (the work JSONs: the profile was missing, corrupt or disagreed; the
+  warnings say why), or mixed over the repeats (--json: source_counts, source_reasons);
+  prof_vs_rusage_%: the largest difference between the profile and getrusage since registration
+  (minor, major faults, CPU; % of getrusage) over the repeats (--json: profile_diff_pct)
+cpu_util: CPU time of the N processes over the timed window (barrier release to the last process's
+  end) in CPUs (up to the vCPUs); on getrusage, lifetime CPU / wall time of the run
+majflt/s: major faults of the N processes per second of the timed window (mean, max)
 some/full_avg10: highest PSI memory avg10 (%) during the run; some/full_%: stall / wall time
 overlap_s: how long all N timed phases ran together (min over the repeats)
 """
@@ -244,17 +285,25 @@ analysis: warning: tests/fixtures/results/warnings/large/case2/n-03/r-1/run.json
 """
 
 WARNINGS_COMPARE_TEXT = """\
-machine  memory_mb  avail_mb  work_mb  predicted_n  thrashing_n  peak_throughput  peak_n  throughput_at_n*  majflt/s_at_n*  starved_at_n*  slowest_at_n*  votes_at_n*  sweep
--------  ---------  --------  -------  -----------  -----------  ---------------  ------  ----------------  --------------  -------------  -------------  -----------  -----
-small          256      60.0     24.0         2.50            3            12.3M       2             4.95M           234.4              1          1.05k  2/2          1-4
-large          512     200.0     24.0         8.33            -            13.8M       3                 -               -              -              -  -            1-4
+machine  memory_mb  avail_mb  work_mb  predicted_n  thrashing_n  peak_throughput  peak_n  throughput_at_n*  majflt/s_at_n*  starved_at_n*  slowest_at_n*  votes_at_n*  onset_s_at_n*  share_above_at_n*  sweep  source
+-------  ---------  --------  -------  -----------  -----------  ---------------  ------  ----------------  --------------  -------------  -------------  -----------  -------------  -----------------  -----  -------
+small          256      60.0     24.0         2.50            3            12.3M       2             4.95M           721.2              1          1.05k  2/2                   1.00               1.00  1-4    profile
+large          512     200.0     24.0         8.33            -            13.8M       3                 -               -              -              -  -                        -                  -  1-4    profile
 
-note: small: N=2: paging (70.6 major faults/s > 50.0/s) but progress did not collapse: not the knee;
-  left out of the larger N's baselines
+note: small: N=2: paging (114.0 major faults/s > 50.0/s) but progress did not collapse: not the
+  knee; left out of the larger N's baselines
+dropped: small: N=2 r-2: tests/fixtures/results/warnings/small/case2/n-02/r-2/work-2.json:1: invalid
+  JSON: Unterminated string starting at (column 38)
+dropped: large: N=3 r-1: tests/fixtures/results/warnings/large/case2/n-03/r-1/run.json: exit codes
+  [0, 137, 0], oom_killed 1
 N*: the smallest N whose major-fault rate is far above the in-memory runs' and whose progress
   collapsed: the summed throughput fell below half of the in-memory runs' of smaller N, or at least
   one process starved (below 1/20 of the speed a process had in memory); null: no knee in the sweep
   (the rule: python -m analysis compare --help).
+onset_s_at_n*, share_above_at_n*: when the major-fault rate (over the trailing second, from the
+  profile) first exceeded the machine's in-memory level, in seconds since the barrier's release, and
+  the share of the timed window above it (medians over N*'s repeats); source: where the rates come
+  from (profile, getrusage or mixed, see python -m analysis case2).
 starved_at_n*, slowest_at_n*: starved processes and the slowest process's accesses/s at N* (medians
   over the repeats); Linux thrashes unfairly, so these collapse while the sum may hardly move.
 """
@@ -328,10 +377,15 @@ def test_disagreeing_repeats_are_noted(tmp_path):
     shutil.copytree(ROOT / F / "good", run)
     # small N=3, repeat 2 did not page: one of two repeats thrashed, a tie, counted as thrashing
     target = run / "small/case2/n-03/r-2"
+    works = []
     for k in (1, 2, 3):
         w = json.loads((target / f"work-{k}.json").read_text())
-        w.update(accesses_per_s=3_000_000.0, majflt=3)
+        w.update(accesses_per_s=3_000_000.0, majflt=3, majflt_timed=0, minflt_timed=0,
+                 minflt=w["minflt"] - w["majflt"])
         (target / f"work-{k}.json").write_text(json.dumps(w))
+        works.append(w)
+    # ... and its profile says the same (else the run would fall back to getrusage, warning)
+    (target / "profile.csv").write_text(make_fixtures.case2_profile(works, paging=False))
     rj = json.loads((target / "run.json").read_text())
     rj["starved"] = 0
     (target / "run.json").write_text(json.dumps(rj))
@@ -339,9 +393,9 @@ def test_disagreeing_repeats_are_noted(tmp_path):
     assert p.returncode == 0 and p.stderr == ""
     lines = p.stdout.splitlines()
     assert lines[2].split()[:6] == ["small", "256", "60.0", "24.0", "2.50", "3"]
-    assert lines[2].split()[-2] == "1/2"
+    assert lines[2].split()[-5] == "1/2"
     # starved and slowest are medians over the repeats: (1 + 0) / 2 and (1.2k + 3.0M) / 2
-    assert lines[2].split()[-4:-2] == ["0.5", "1.50M"]
+    assert lines[2].split()[-7:-5] == ["0.5", "1.50M"]
     assert "note: small: N=3: 1 of 2 repeats thrashed (at least half: N thrashes)" in lines
     js = json.loads(analysis("compare", run, "--no-plots", "--json").stdout)
     assert js[0]["notes"][1:] == ["N=3: 1 of 2 repeats thrashed (at least half: N thrashes)"]
@@ -436,7 +490,7 @@ def test_work_json_with_a_wrong_type_drops_the_repeat(tmp_path):
     assert p.stderr == (f"analysis: warning: {w}: key 'majflt': expected a number, found \"12\"; "
                         "this repeat is dropped\n")
     large1 = [line for line in p.stdout.splitlines() if line.startswith("large,1,")]
-    assert large1[0].startswith("large,1,1,1,4800000,")
+    assert large1[0].startswith("large,1,1,1,profile,0.0,0,0.873,4800000,")
 
 
 # --------------------------------------------------------------------------- the command line itself
@@ -492,11 +546,19 @@ def test_help_documents_the_rule():
 
 
 MEASURED_COMPARE_TEXT = """\
-machine  memory_mb  avail_mb  work_mb  predicted_n  thrashing_n  peak_throughput  peak_n  throughput_at_n*  majflt/s_at_n*  starved_at_n*  slowest_at_n*  votes_at_n*  sweep
--------  ---------  --------  -------  -----------  -----------  ---------------  ------  ----------------  --------------  -------------  -------------  -----------  ------------
-small          256     153.9     36.0         4.28            5            2.46M       4             1.14M           831.2              3          1.28k  1/1          1,3-7
-large          512     400.4     36.0        11.12           11            3.67M      11             3.67M            95.1              1          2.72k  1/1          1,6,11-13,17
+machine  memory_mb  avail_mb  work_mb  predicted_n  thrashing_n  peak_throughput  peak_n  throughput_at_n*  majflt/s_at_n*  starved_at_n*  slowest_at_n*  votes_at_n*  onset_s_at_n*  share_above_at_n*  sweep         source
+-------  ---------  --------  -------  -----------  -----------  ---------------  ------  ----------------  --------------  -------------  -------------  -----------  -------------  -----------------  ------------  ---------
+small          256     153.9     36.0         4.28            5            2.46M       4             1.14M           831.2              3          1.28k  1/1                      -                  -  1,3-7         getrusage
+large          512     400.4     36.0        11.12           11            3.67M      11             3.67M            95.1              1          2.72k  1/1                      -                  -  1,6,11-13,17  getrusage
 """
+
+
+# The measured fixture keeps only the numbers the old analysis read (no profile, no timed-phase
+# times or counts): every run falls back to getrusage, lifetime rates, one warning each.
+MEASURED_FALLBACK = "".join(
+    f"analysis: warning: {F}/measured/{m}/case2/n-{n:02d}/r-1/work-1.json: missing key 'start_mono_ns'; "
+    "no timed window; this run falls back to getrusage\n"
+    for m, ns in (("small", (1, 3, 4, 5, 6, 7)), ("large", (1, 6, 11, 12, 13, 17))) for n in ns)
 
 
 def test_measured_run_unfair_thrashing():
@@ -504,7 +566,8 @@ def test_measured_run_unfair_thrashing():
     starved at 2.7k accesses/s while the sum was the highest of the sweep; the old sum-only rule
     found no knee there.  The small VM paged at N=4 at full speed (left out of the baseline)."""
     p = analysis("compare", f"{F}/measured", "--no-plots")
-    assert p.returncode == 0 and p.stderr == ""
+    assert p.returncode == 0
+    assert p.stderr == MEASURED_FALLBACK
     assert p.stdout.startswith(MEASURED_COMPARE_TEXT)
     assert ("note: small: N=4: paging (52.9 major faults/s > 50.0/s) but progress did not collapse: not the "
             "knee;\n  left out of the larger N's baselines\n") in p.stdout
@@ -534,10 +597,12 @@ def test_runner_starved_count_is_cross_checked(tmp_path):
     p = analysis("compare", run, "--no-plots")
     assert p.returncode == 0
     assert p.stdout.startswith(MEASURED_COMPARE_TEXT)      # the work JSONs decide
-    assert p.stderr == (f"analysis: warning: {rj}: key 'starved' is 4 but the work JSONs have 1 process(es) "
-                        "under 1% of the fastest; the work JSONs are used\n"
-                        f"analysis: warning: {other}: key 'starved': expected a number, found \"three\"; "
-                        "not cross-checked (the work JSONs are used)\n")
+    others = [line for line in p.stderr.splitlines(True) if not line.endswith("falls back to getrusage\n")]
+    assert len(p.stderr.splitlines()) - len(others) == 12      # MEASURED_FALLBACK
+    assert "".join(others) == (f"analysis: warning: {rj}: key 'starved' is 4 but the work JSONs have 1 process(es) "
+                               "under 1% of the fastest; the work JSONs are used\n"
+                               f"analysis: warning: {other}: key 'starved': expected a number, found \"three\"; "
+                               "not cross-checked (the work JSONs are used)\n")
 
 
 def test_sum_collapse_alone_is_still_a_knee(tmp_path):

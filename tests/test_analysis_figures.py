@@ -112,7 +112,7 @@ def test_report_is_self_contained_with_every_table_and_figure(run):
     assert "<td class=\"num\">1.05k</td>" in html      # small's slowest process at N* = 3
     # every figure, embedded
     images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
-    assert len(images) == 4     # compare, case2, case1-small, case1-large
+    assert len(images) == 6     # compare, case2, case2-series-small/-large, case1-small, case1-large
     import base64
     assert all(base64.b64decode(i)[:4] == b"\x89PNG" for i in images)
     # nothing external
@@ -121,7 +121,7 @@ def test_report_is_self_contained_with_every_table_and_figure(run):
     # the metadata
     for text in ("0123456789abcdef0123456789abcdef01234567", "2026-11-25T23:40:00Z", "2026-11-25T23:52:10Z",
                  "6.1.0-28-amd64", "tcg", "Two small VMs", "case2_work_mb", "The rule for N*",
-                 "starved: at least one process ran below E(N) / 20.", "N=2: paging (66.8 major faults/s"):
+                 "starved: at least one process ran below E(N) / 20.", "N=2: paging (107.8 major faults/s", "Over time, around each knee"):
         assert text in html, text
     assert "None: every input file was read." in html
 
