@@ -208,6 +208,12 @@ def plot(run: Run, rows: list[dict], out_dir: Path) -> list[Path]:
             ax_t.plot([n for n, _ in slow], [v for _, v in slow], "--", color=colour, marker="v",
                       markersize=4, label=f"{case.machine.name}: slowest process")
         ax_u.plot(ns, util, "-o", color=colour, label=label, markersize=4)
+        if util:  # where utilization peaked: the course's curve rises to it, then falls
+            peak_u = max(range(len(ns)), key=lambda i: util[i])
+            ax_u.plot([ns[peak_u]], [util[peak_u]], marker="^", markersize=11, color=colour,
+                      markeredgecolor="black", linestyle="none")
+            ax_u.annotate(f"peak N={ns[peak_u]}", (ns[peak_u], util[peak_u]), textcoords="offset points",
+                          xytext=(6, 6), fontsize="small", color=colour)
         if knee.n is not None:
             for ax in (ax_t, ax_u):
                 ax.axvline(knee.n, color=colour, linestyle="-", linewidth=2.2, alpha=0.55)
@@ -221,7 +227,7 @@ def plot(run: Run, rows: list[dict], out_dir: Path) -> list[Path]:
                       label=f"{case.machine.name}: predicted {row['predicted_n']:.1f}")
     ax_t.set_yscale("log")
     ax_t.set_ylabel("accesses/s (median over repeats;\nsolid: sum over N, dashed: slowest process)")
-    ax_u.set_ylabel("CPU utilization (CPU s / wall s, median)")
+    ax_u.set_ylabel("CPU utilization in CPUs\n(CPU s / wall s, median; ▲ peak)")
     ax_u.set_xlabel("N (processes)")
     for ax in (ax_t, ax_u):
         ax.grid(True, alpha=0.3)
