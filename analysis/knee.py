@@ -310,25 +310,13 @@ class Point:
         starving = [v for v in fired if v.starved]
         if starving:
             out.append(entry("starved", [v.slowest for v in starving], [v.starved_below for v in starving],
-                             False, processes=statistics.median(v.starved for v in starving),
+                             False, processes=_whole(statistics.median(v.starved for v in starving)),
                              against="E(N)/20" if self.baseline.speed_reference else "fastest/20"))
         return out
 
     def reasons_text(self) -> str:
         """:meth:`reason_details` in one line."""
-        parts = []
-        for d in self.reason_details():
-            m = "" if d["margin"] is None else f" ({d['margin']:.3g}x)"
-            if d["test"] == "paging":
-                parts.append(f"paging {d['value']:.1f} major faults/s > {d['limit']:.1f}/s{m}")
-            elif d["test"] == "sum":
-                parts.append(f"sum {_si(d['value'])} accesses/s < 0.5 x T0 = {_si(d['limit'])}{m}")
-            elif d["test"] == "paging_bound":
-                parts.append(f"paging-bound {1000 * d['value']:.3g} major faults per 1000 accesses >= 1{m}")
-            else:
-                parts.append(f"starved {d['processes']:g} of {self.n}, slowest {_si(d['value'])} accesses/s "
-                             f"< {d['against']} = {_si(d['limit'])}{m}")
-        return "; ".join(parts)
+        return reasons_text(self.reason_details(), self.n)
 
 
 @dataclass
@@ -369,6 +357,29 @@ def _sample(s: SampleLike) -> Sample:
 def _median(values: Iterable[float]) -> Optional[float]:
     values = list(values)
     return statistics.median(values) if values else None
+
+
+def reasons_text(details: Sequence[dict], n: int) -> str:
+    """:meth:`Point.reason_details` of N in one line."""
+    parts = []
+    for d in details:
+        m = "" if d.get("margin") is None else f" ({d['margin']:.3g}x)"
+        value, limit = d.get("value"), d.get("limit")
+        if d["test"] == "paging":
+            parts.append(f"paging {value:.1f} major faults/s > {limit:.1f}/s{m}")
+        elif d["test"] == "sum":
+            parts.append(f"sum {_si(value)} accesses/s < 0.5 x T0 = {_si(limit)}{m}")
+        elif d["test"] == "paging_bound":
+            shown = "no access" if value is None else f"{1000 * value:.3g} major faults per 1000 accesses"
+            parts.append(f"paging-bound {shown} >= 1{m}")
+        else:
+            parts.append(f"starved {d['processes']:g} of {n}, slowest {_si(value)} accesses/s "
+                         f"< {d['against']} = {_si(limit)}{m}")
+    return "; ".join(parts)
+
+
+def _whole(v: float) -> Union[int, float]:
+    return int(v) if float(v).is_integer() else v
 
 
 def _si(v: float) -> str:

@@ -5,12 +5,12 @@ checked by hand against tests/fixtures/make_fixtures.py).  Small machine of
 "good": N=1 ran in memory (9 and 11 major faults); N=2 pages (1483/21 s and
 1322/21 s -> 66.8/s > 50/s) at full speed (no process starved, sum 10.2M), so
 it is not the knee, and as one process took 1.3-1.5k major faults (> 61, 1%
-of its 6144 pages) it is left out of the baseline.  N=3: baseline N=1 only,
-T0 = 6.0M, P0 = 6.0M, E(3) = min(6.0M, 6.0M/3) = 2.0M, starved below 100k;
-the sum (5.20M and 4.70M, median 4.95M) stays above 0.5 x T0 = 3.0M, but one
-process starves in each repeat (1.2k and 0.9k, median 1.05k) with
-(8952 + 9803) / 80 s = 234.4 major faults/s: N* = 3.  (The old sum-only rule
-found no knee here: 4.95M > half of median(6.0M, 10.15M).)  The large
+of its 6144 pages) it is left out of the baseline.  N=3: no smaller N >= 2
+ran in memory and N=1 is no speed baseline (it gives only F0), so N=3 is
+judged within each run: one process starves in each repeat (1.2k and 0.9k,
+median 1.05k) against 1/20 of its run's fastest (median 127.5k), with
+(8952 + 9803) / 80 s = 234.4 major faults/s: N* = 3, in (2, 3].  (The old
+sum-only rule found no knee here: 4.95M > half of median(6.0M, 10.15M).)  The large
 machine never pages: no knee.
 Table tests pass --no-plots so that nothing is written into the fixtures;
 figures are tested on a copy in test_analysis_figures.py.
@@ -39,13 +39,17 @@ def check(args, stdout, stderr="", rc=0):
 
 
 COMPARE_TEXT = """\
-machine  memory_mb  avail_mb  work_mb  predicted_n  thrashing_n  peak_throughput  peak_n  throughput_at_n*  majflt/s_at_n*  starved_at_n*  slowest_at_n*  votes_at_n*  sweep
--------  ---------  --------  -------  -----------  -----------  ---------------  ------  ----------------  --------------  -------------  -------------  -----------  -----
-small          256      60.0     24.0         2.50            3            10.2M       2             4.95M           234.4              1          1.05k  2/2          1-4
-large          512     200.0     24.0         8.33            -            14.0M       3                 -               -              -              -  -            1-4
+machine  memory_mb  avail_mb  work_mb  predicted_n  thrashing_n  after  peak_throughput  peak_n  throughput_at_n*  majflt/s_at_n*  starved_at_n*  slowest_at_n*  votes_at_n*  sweep
+-------  ---------  --------  -------  -----------  -----------  -----  ---------------  ------  ----------------  --------------  -------------  -------------  -----------  -----
+small          256      60.0     24.0         2.50            3      2            10.2M       2             4.95M           234.4              1          1.05k  2/2          1-4
+large          512     200.0     24.0         8.33            -      -            14.0M       3                 -               -              -              -  -            1-4
 
+small: N*=3: paging 234.4 major faults/s > 50.0/s (4.69x); starved 1 of 3, slowest 1.05k accesses/s
+  < fastest/20 = 128k (121x)
 note: small: N=2: paging (66.8 major faults/s > 50.0/s) but progress did not collapse: not the knee;
   left out of the larger N's baselines
+note: small: N=2, 3, 4: paging, and no smaller N >= 2 ran in memory: judged without a speed baseline
+  (N=1 gives only the fault rate F0)
 N*: the smallest N whose major-fault rate is far above the in-memory runs' and whose progress
   collapsed: the summed throughput fell below half of the in-memory runs' of smaller N, or at least
   one process starved (below 1/20 of the speed a process had in memory); null: no knee in the sweep
@@ -55,18 +59,20 @@ starved_at_n*, slowest_at_n*: starved processes and the slowest process's access
 """
 
 COMPARE_CSV = """\
-machine,memory_mb,mem_available_mb,work_mb,predicted_n,thrashing_n,peak_throughput,peak_n,throughput_at_n,majflt_per_s_at_n,starved_at_n,slowest_at_n,repeats_thrashing_at_n,n_values
-small,256,60.0,24.0,2.5,3,10150000,2,4951050,234.4,1,1050,2/2,"1,2,3,4"
-large,512,200.0,24.0,8.33,,14000000,3,,,,,,"1,2,3,4"
+machine,memory_mb,mem_available_mb,work_mb,predicted_n,thrashing_n,thrashing_after,peak_throughput,peak_n,throughput_at_n,majflt_per_s_at_n,starved_at_n,slowest_at_n,repeats_thrashing_at_n,n_values
+small,256,60.0,24.0,2.5,3,2,10150000,2,4951050,234.4,1,1050,2/2,"1,2,3,4"
+large,512,200.0,24.0,8.33,,,14000000,3,,,,,,"1,2,3,4"
 """
 
 COMPARE_MARKDOWN = """\
-| machine | memory_mb | avail_mb | work_mb | predicted_n | thrashing_n | peak_throughput | peak_n | throughput_at_n* | majflt/s_at_n* | starved_at_n* | slowest_at_n* | votes_at_n* | sweep |
-|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|
-| small | 256 | 60.0 | 24.0 | 2.50 | 3 | 10.2M | 2 | 4.95M | 234.4 | 1 | 1.05k | 2/2 | 1-4 |
-| large | 512 | 200.0 | 24.0 | 8.33 | - | 14.0M | 3 | - | - | - | - | - | 1-4 |
+| machine | memory_mb | avail_mb | work_mb | predicted_n | thrashing_n | after | peak_throughput | peak_n | throughput_at_n* | majflt/s_at_n* | starved_at_n* | slowest_at_n* | votes_at_n* | sweep |
+|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|
+| small | 256 | 60.0 | 24.0 | 2.50 | 3 | 2 | 10.2M | 2 | 4.95M | 234.4 | 1 | 1.05k | 2/2 | 1-4 |
+| large | 512 | 200.0 | 24.0 | 8.33 | - | - | 14.0M | 3 | - | - | - | - | - | 1-4 |
 
+- small: N*=3: paging 234.4 major faults/s > 50.0/s (4.69x); starved 1 of 3, slowest 1.05k accesses/s < fastest/20 = 128k (121x)
 - note: small: N=2: paging (66.8 major faults/s > 50.0/s) but progress did not collapse: not the knee; left out of the larger N's baselines
+- note: small: N=2, 3, 4: paging, and no smaller N >= 2 ran in memory: judged without a speed baseline (N=1 gives only the fault rate F0)
 - N*: the smallest N whose major-fault rate is far above the in-memory runs' and whose progress collapsed: the summed throughput fell below half of the in-memory runs' of smaller N, or at least one process starved (below 1/20 of the speed a process had in memory); null: no knee in the sweep (the rule: python -m analysis compare --help).
 - starved_at_n*, slowest_at_n*: starved processes and the slowest process's accesses/s at N* (medians over the repeats); Linux thrashes unfairly, so these collapse while the sum may hardly move.
 """
@@ -80,6 +86,7 @@ COMPARE_JSON = """\
     "work_mb": 24.0,
     "predicted_n": 2.5,
     "thrashing_n": 3,
+    "thrashing_after": 2,
     "peak_throughput": 10150000,
     "peak_n": 2,
     "throughput_at_n": 4951050,
@@ -99,13 +106,30 @@ COMPARE_JSON = """\
     "baseline_n_values": [
       1
     ],
-    "baseline_throughput": 6000000.0,
-    "expected_process_throughput": 2000000.0,
-    "starved_threshold": 100000.0,
+    "baseline_throughput": null,
+    "expected_process_throughput": null,
+    "starved_threshold": null,
     "fault_threshold_per_s": 50.0,
+    "reasons": [
+      {
+        "test": "paging",
+        "value": 234.4,
+        "limit": 50.0,
+        "margin": 4.69
+      },
+      {
+        "test": "starved",
+        "value": 1050.0,
+        "limit": 127500.0,
+        "margin": 121.43,
+        "processes": 1,
+        "against": "fastest/20"
+      }
+    ],
     "anomalies": [],
     "notes": [
-      "N=2: paging (66.8 major faults/s > 50.0/s) but progress did not collapse: not the knee; left out of the larger N's baselines"
+      "N=2: paging (66.8 major faults/s > 50.0/s) but progress did not collapse: not the knee; left out of the larger N's baselines",
+      "N=2, 3, 4: paging, and no smaller N >= 2 ran in memory: judged without a speed baseline (N=1 gives only the fault rate F0)"
     ]
   },
   {
@@ -115,6 +139,7 @@ COMPARE_JSON = """\
     "work_mb": 24.0,
     "predicted_n": 8.33,
     "thrashing_n": null,
+    "thrashing_after": null,
     "peak_throughput": 14000000,
     "peak_n": 3,
     "throughput_at_n": null,
@@ -134,6 +159,7 @@ COMPARE_JSON = """\
     "expected_process_throughput": null,
     "starved_threshold": null,
     "fault_threshold_per_s": null,
+    "reasons": null,
     "anomalies": [],
     "notes": []
   }
@@ -230,13 +256,17 @@ analysis: warning: tests/fixtures/results/warnings/large/case2/n-03/r-1/run.json
 """
 
 WARNINGS_COMPARE_TEXT = """\
-machine  memory_mb  avail_mb  work_mb  predicted_n  thrashing_n  peak_throughput  peak_n  throughput_at_n*  majflt/s_at_n*  starved_at_n*  slowest_at_n*  votes_at_n*  sweep
--------  ---------  --------  -------  -----------  -----------  ---------------  ------  ----------------  --------------  -------------  -------------  -----------  -----
-small          256      60.0     24.0         2.50            3            12.3M       2             4.95M           234.4              1          1.05k  2/2          1-4
-large          512     200.0     24.0         8.33            -            13.8M       3                 -               -              -              -  -            1-4
+machine  memory_mb  avail_mb  work_mb  predicted_n  thrashing_n  after  peak_throughput  peak_n  throughput_at_n*  majflt/s_at_n*  starved_at_n*  slowest_at_n*  votes_at_n*  sweep
+-------  ---------  --------  -------  -----------  -----------  -----  ---------------  ------  ----------------  --------------  -------------  -------------  -----------  -----
+small          256      60.0     24.0         2.50            3      2            12.3M       2             4.95M           234.4              1          1.05k  2/2          1-4
+large          512     200.0     24.0         8.33            -      -            13.8M       3                 -               -              -              -  -            1-4
 
+small: N*=3: paging 234.4 major faults/s > 50.0/s (4.69x); starved 1 of 3, slowest 1.05k accesses/s
+  < fastest/20 = 128k (121x)
 note: small: N=2: paging (70.6 major faults/s > 50.0/s) but progress did not collapse: not the knee;
   left out of the larger N's baselines
+note: small: N=2, 3, 4: paging, and no smaller N >= 2 ran in memory: judged without a speed baseline
+  (N=1 gives only the fault rate F0)
 N*: the smallest N whose major-fault rate is far above the in-memory runs' and whose progress
   collapsed: the summed throughput fell below half of the in-memory runs' of smaller N, or at least
   one process starved (below 1/20 of the speed a process had in memory); null: no knee in the sweep
@@ -330,7 +360,7 @@ def test_disagreeing_repeats_are_noted(tmp_path):
     assert lines[2].split()[-4:-2] == ["0.5", "1.50M"]
     assert "note: small: N=3: 1 of 2 repeats thrashed (at least half: N thrashes)" in lines
     js = json.loads(analysis("compare", run, "--no-plots", "--json").stdout)
-    assert js[0]["notes"][1:] == ["N=3: 1 of 2 repeats thrashed (at least half: N thrashes)"]
+    assert js[0]["notes"][1] == "N=3: 1 of 2 repeats thrashed (at least half: N thrashes)"
     assert js[0]["repeats_thrashing_at_n"] == "1/2"
     assert js[0]["starved_at_n"] == 0.5
 
@@ -478,10 +508,10 @@ def test_help_documents_the_rule():
 
 
 MEASURED_COMPARE_TEXT = """\
-machine  memory_mb  avail_mb  work_mb  predicted_n  thrashing_n  peak_throughput  peak_n  throughput_at_n*  majflt/s_at_n*  starved_at_n*  slowest_at_n*  votes_at_n*  sweep
--------  ---------  --------  -------  -----------  -----------  ---------------  ------  ----------------  --------------  -------------  -------------  -----------  ------------
-small          256     153.9     36.0         4.28            5            2.46M       4             1.14M           831.2              3          1.28k  1/1          1,3-7
-large          512     400.4     36.0        11.12           11            3.67M      11             3.67M            95.1              1          2.72k  1/1          1,6,11-13,17
+machine  memory_mb  avail_mb  work_mb  predicted_n  thrashing_n  after  peak_throughput  peak_n  throughput_at_n*  majflt/s_at_n*  starved_at_n*  slowest_at_n*  votes_at_n*  sweep
+-------  ---------  --------  -------  -----------  -----------  -----  ---------------  ------  ----------------  --------------  -------------  -------------  -----------  ------------
+small          256     153.9     36.0         4.28            5      4            2.46M       4             1.14M           831.2              3          1.28k  1/1          1,3-7
+large          512     400.4     36.0        11.12           11      6            3.67M      11             3.67M            95.1              1          2.72k  1/1          1,6,11-13,17
 """
 
 
@@ -495,11 +525,16 @@ def test_measured_run_unfair_thrashing():
     assert ("note: small: N=4: paging (52.9 major faults/s > 50.0/s) but progress did not collapse: not the "
             "knee;\n  left out of the larger N's baselines\n") in p.stdout
     small, large = json.loads(analysis("compare", f"{F}/measured", "--no-plots", "--json").stdout)
-    assert (small["thrashing_n"], small["baseline_n_values"], small["collapse_at_n"]) == (5, [1, 3], ["starved"])
-    # large: T0 = median(2.29M, 1.53M) = 1.91M; E(11) = min(P0, 1.91M / 11) = 174k; starved below 8.7k
-    assert (large["thrashing_n"], large["baseline_n_values"], large["collapse_at_n"]) == (11, [1, 6], ["starved"])
+    assert (small["thrashing_n"], small["baseline_n_values"], small["collapse_at_n"]) == (5, [3], ["starved"])
+    # large: T0 = N=6's 1.53M (N=1 is no speed baseline); E(11) = min(P0, 1.53M / 11) = 139k; starved
+    # below 7.0k; the sweep has no N between 6 and 11: N* in (6, 11]
+    assert (large["thrashing_n"], large["baseline_n_values"], large["collapse_at_n"]) == (11, [6], ["starved"])
     assert (large["baseline_throughput"], large["expected_process_throughput"], large["starved_threshold"]) == \
-        (1909879.0, 173625.0, 8681.3)
+        (1533290.0, 139390.0, 6969.5)
+    assert (small["thrashing_after"], large["thrashing_after"]) == (4, 6)
+    assert "large: N*=11 in (6, 11]: paging 95.1 major faults/s > 50.0/s (1.9x); starved 1 of 11" in p.stdout
+    assert large["reasons"][1] == {"test": "starved", "value": 2715.6, "limit": 6969.5, "margin": 2.57,
+                                   "processes": 1, "against": "E(N)/20"}
     assert large["slowest_at_n"] == 2716 and large["throughput_at_n"] == large["peak_throughput"]
     for row in (small, large):
         assert abs(row["thrashing_n"] - row["predicted_n"]) < 1
@@ -531,10 +566,13 @@ def test_sum_collapse_alone_is_still_a_knee(tmp_path):
     run = tmp_path / "run"
     shutil.copytree(ROOT / F / "good", run)
     for r in (1, 2):
+        for k in (1, 2):     # N=2 in memory: the speed baseline (N=1 is none), T0 = 10.15M
+            w = run / f"small/case2/n-02/r-{r}/work-{k}.json"
+            w.write_text(json.dumps({**json.loads(w.read_text()), "majflt": 3}))
         for k in (1, 2, 3):
             w = run / f"small/case2/n-03/r-{r}/work-{k}.json"
             obj = json.loads(w.read_text())
-            obj["accesses_per_s"] = 900_000.0       # sum 2.7M < 3.0M; each 0.45 x E(3): not starved
+            obj["accesses_per_s"] = 900_000.0       # sum 2.7M < 5.08M; each 0.27 x E(3): not starved
             w.write_text(json.dumps(obj))
         rj = run / f"small/case2/n-03/r-{r}/run.json"
         obj = json.loads(rj.read_text())
@@ -542,6 +580,8 @@ def test_sum_collapse_alone_is_still_a_knee(tmp_path):
         rj.write_text(json.dumps(obj))
     js = json.loads(analysis("compare", run, "--no-plots", "--json").stdout)
     assert (js[0]["thrashing_n"], js[0]["collapse_at_n"], js[0]["starved_at_n"]) == (3, ["sum"], 0)
+    assert js[0]["baseline_n_values"] == [2]
+    assert js[0]["reasons"][1] == {"test": "sum", "value": 2_700_000.0, "limit": 5_075_000.0, "margin": 1.88}
 
 
 def test_usage_errors_exit_2():
