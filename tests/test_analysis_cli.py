@@ -188,42 +188,43 @@ overlap_s: how long all N timed phases ran together (min over the repeats)
 """
 
 CASE1_TEXT = """\
-machine  pair    proc     pid  mode  fill   mb  accesses  pages  minflt(prof)  majflt(prof)  minflt(work)  majflt(work)  P(1-e^-A/P)  expected
--------  ------  ------  ----  ----  ----  ---  --------  -----  ------------  ------------  ------------  ------------  -----------  --------
-small    pair-A  work-1  1001  R     no     64     20000  16384         11580             0         11700             0        11550     11550
-small    pair-A  work-2  1002  R     no     64      4000  16384          3579             0          3699             0         3549      3549
-small    pair-A  total      -  -     -     128     24000  32768         15159             0         15399             0        15099     15099
-small    pair-B  work-1  1003  R     no     64     20000  16384         11580             0         11700             0        11550     11550
-small    pair-B  work-2  1004  L     no     64      4000  16384          4945             0          5065             0            -         -
-small    pair-B  total      -  -     -     128     24000  32768         16525             0         16765             0            -         -
-large    pair-A  work-1  1101  R     yes    64     20000  16384         16414             0         16534             0        11550     16384
-large    pair-A  work-2  1102  R     yes    64      4000  16384         16414             0         16534             0         3549     16384
-large    pair-A  total      -  -     -     128     24000  32768         32828             0         33068             0        15099     32768
-large    pair-B  work-1  1103  R     yes    64     20000  16384         16414             0         16534             0        11550     16384
-large    pair-B  work-2  1104  L     yes    64      4000  16384         16414             0         16534             0            -     16384
-large    pair-B  total      -  -     -     128     24000  32768         32828             0         33068             0            -     32768
+machine  pair    proc     pid  mode  fill   mb  accesses  pages  minflt(prof)  majflt(prof)  minflt(work)  majflt(work)  P(1-e^-A/P)  expected  prof/expected  flag
+-------  ------  ------  ----  ----  ----  ---  --------  -----  ------------  ------------  ------------  ------------  -----------  --------  -------------  ----
+small    pair-A  work-1  1001  R     no     64     20000  16384         11580             0         11700             0        11550     11550          1.003
+small    pair-A  work-2  1002  R     no     64      4000  16384          3579             0          3699             0         3549      3549          1.008
+small    pair-A  total      -  -     -     128     24000  32768         15159             0         15399             0        15099     15099          1.004
+small    pair-B  work-1  1003  R     no     64     20000  16384         11580             0         11700             0        11550     11550          1.003
+small    pair-B  work-2  1004  L     no     64      4000  16384          4945             0          5065             0            -         -              -  -
+small    pair-B  total      -  -     -     128     24000  32768         16525             0         16765             0            -         -              -  -
+large    pair-A  work-1  1101  R     yes    64     20000  16384         16414             0         16534             0        11550     16384          1.002
+large    pair-A  work-2  1102  R     yes    64      4000  16384         16414             0         16534             0         3549     16384          1.002
+large    pair-A  total      -  -     -     128     24000  32768         32828             0         33068             0        15099     32768          1.002
+large    pair-B  work-1  1103  R     yes    64     20000  16384         16414             0         16534             0        11550     16384          1.002
+large    pair-B  work-2  1104  L     yes    64      4000  16384         16414             0         16534             0            -     16384          1.002
+large    pair-B  total      -  -     -     128     24000  32768         32828             0         33068             0            -     32768          1.002
 
 P: pages of the region (mb x 1 MiB / page size); A: accesses of the timed phase (work JSON)
 P(1-e^-A/P): first touches expected of A uniformly random accesses over P fresh pages (R mode)
 expected: minor faults expected in all: P with the fill (it first-touches every page, so the random
   accesses add none), P(1-e^-A/P) without it (R mode); start-up faults (~100-300) not included
 (prof): since registration, summed from profile.csv; (work): the process's getrusage at exit
+prof/expected: minflt(prof) / expected; flag: over or under when more than 2% from 1
 """
 
 CASE1_CSV = """\
-machine,pair,proc,pid,mode,fill,mb,accesses,pages,minflt_profile,majflt_profile,minflt_work,majflt_work,first_touch,expected_minflt
-small,pair-A,work-1,1001,R,no,64,20000,16384,11580,0,11700,0,11550,11550
-small,pair-A,work-2,1002,R,no,64,4000,16384,3579,0,3699,0,3549,3549
-small,pair-A,total,,,,128,24000,32768,15159,0,15399,0,15099,15099
-small,pair-B,work-1,1003,R,no,64,20000,16384,11580,0,11700,0,11550,11550
-small,pair-B,work-2,1004,L,no,64,4000,16384,4945,0,5065,0,,
-small,pair-B,total,,,,128,24000,32768,16525,0,16765,0,,
-large,pair-A,work-1,1101,R,yes,64,20000,16384,16414,0,16534,0,11550,16384
-large,pair-A,work-2,1102,R,yes,64,4000,16384,16414,0,16534,0,3549,16384
-large,pair-A,total,,,,128,24000,32768,32828,0,33068,0,15099,32768
-large,pair-B,work-1,1103,R,yes,64,20000,16384,16414,0,16534,0,11550,16384
-large,pair-B,work-2,1104,L,yes,64,4000,16384,16414,0,16534,0,,16384
-large,pair-B,total,,,,128,24000,32768,32828,0,33068,0,,32768
+machine,pair,proc,pid,mode,fill,mb,accesses,pages,minflt_profile,majflt_profile,minflt_work,majflt_work,first_touch,expected_minflt,ratio,flag
+small,pair-A,work-1,1001,R,no,64,20000,16384,11580,0,11700,0,11550,11550,1.003,
+small,pair-A,work-2,1002,R,no,64,4000,16384,3579,0,3699,0,3549,3549,1.008,
+small,pair-A,total,,,,128,24000,32768,15159,0,15399,0,15099,15099,1.004,
+small,pair-B,work-1,1003,R,no,64,20000,16384,11580,0,11700,0,11550,11550,1.003,
+small,pair-B,work-2,1004,L,no,64,4000,16384,4945,0,5065,0,,,,
+small,pair-B,total,,,,128,24000,32768,16525,0,16765,0,,,,
+large,pair-A,work-1,1101,R,yes,64,20000,16384,16414,0,16534,0,11550,16384,1.002,
+large,pair-A,work-2,1102,R,yes,64,4000,16384,16414,0,16534,0,3549,16384,1.002,
+large,pair-A,total,,,,128,24000,32768,32828,0,33068,0,15099,32768,1.002,
+large,pair-B,work-1,1103,R,yes,64,20000,16384,16414,0,16534,0,11550,16384,1.002,
+large,pair-B,work-2,1104,L,yes,64,4000,16384,16414,0,16534,0,,16384,1.002,
+large,pair-B,total,,,,128,24000,32768,32828,0,33068,0,,32768,1.002,
 """
 
 WARNINGS_CASE2_TEXT = """\
@@ -618,7 +619,7 @@ def test_a_process_missing_from_the_profile_is_a_warning(tmp_path):
     assert p.returncode == 0
     assert p.stderr == (f"analysis: warning: {prof}: no record of pid 1004 (work-2.json); "
                         "profile columns left empty\n")
-    assert "small,pair-B,work-2,1004,L,no,64,4000,16384,,,5065,0,,\n" in p.stdout
+    assert "small,pair-B,work-2,1004,L,no,64,4000,16384,,,5065,0,,,,\n" in p.stdout
     assert "small,pair-B,total,,,,128,24000,32768,,,16765,0,,\n" in p.stdout
 
 
@@ -649,5 +650,5 @@ def test_runner_details_timeouts_available_memory_and_fill(tmp_path):
     w.write_text(json.dumps(obj))
     p = analysis("case1", run, "--no-plots", "--format", "csv")
     assert p.returncode == 0 and p.stderr == ""
-    assert "large,pair-B,work-1,1103,R,yes,64,20000,16384,16414,0,16534,0,11550,16384\n" in p.stdout
+    assert "large,pair-B,work-1,1103,R,yes,64,20000,16384,16414,0,16534,0,11550,16384,1.002,\n" in p.stdout
     assert "large,pair-B,work-2,1104,L,no,64,4000,16384,16414,0,16534,0,,\n" in p.stdout
