@@ -620,7 +620,7 @@ def test_a_process_missing_from_the_profile_is_a_warning(tmp_path):
     assert p.stderr == (f"analysis: warning: {prof}: no record of pid 1004 (work-2.json); "
                         "profile columns left empty\n")
     assert "small,pair-B,work-2,1004,L,no,64,4000,16384,,,5065,0,,,,\n" in p.stdout
-    assert "small,pair-B,total,,,,128,24000,32768,,,16765,0,,\n" in p.stdout
+    assert "small,pair-B,total,,,,128,24000,32768,,,16765,0,,,,\n" in p.stdout
 
 
 def test_runner_details_timeouts_available_memory_and_fill(tmp_path):
@@ -651,4 +651,4 @@ def test_runner_details_timeouts_available_memory_and_fill(tmp_path):
     p = analysis("case1", run, "--no-plots", "--format", "csv")
     assert p.returncode == 0 and p.stderr == ""
     assert "large,pair-B,work-1,1103,R,yes,64,20000,16384,16414,0,16534,0,11550,16384,1.002,\n" in p.stdout
-    assert "large,pair-B,work-2,1104,L,no,64,4000,16384,16414,0,16534,0,,\n" in p.stdout
+    assert "large,pair-B,work-2,1104,L,no,64,4000,16384,16414,0,16534,0,,,,\n" in p.stdout
