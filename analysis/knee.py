@@ -60,15 +60,15 @@ first N past the available memory, so (b) looks at every process, not only
 at the sum.  Under emulation (TCG) in-memory throughput varies 2-3x between
 runs with a few major faults each, so no throughput test counts without
 (a); and (a) alone is not enough: at the edge of memory a run can refault
-thousands of pages at full speed.  Why 1/20: over four full runs (256 and
-512 MiB VMs, 36 MiB processes, tests/fixtures/measured-sweeps.json) the
-slowest process of the first starving N ran at 0.0007-0.016 x E(N), while
-every process of the in-memory runs, and of the runs at the edge that paged
-at full speed, ran at 0.36 x E(N) or more (0.23 in a short sweep of 16 MiB
-processes): 1/20 leaves a factor of 3 below and 4.6 above (1/100 would have
-missed the knee in two runs of the four).  Runs of other labs and sizes,
-which chose no constant, check the rule (docs/cases.md, "How N* is
-decided").
+thousands of pages at full speed.  Why 1/20: it was chosen on four full
+runs (256 and 512 MiB VMs, 36 MiB processes,
+tests/fixtures/measured-sweeps.json), where the slowest process of the first
+starving N ran at 0.0007-0.016 x E(N) while every in-memory process ran at
+0.36 x E(N) or more (E(N) then still took in N=1); 1/100 would have missed
+the knee in two runs of the four.  With E(N) from N >= 2 the same runs give
+0.0010-0.020 x E(N) against 0.66 or more: a factor of 2.5 below 1/20 and 13
+above.  Runs of other labs and sizes, which chose no constant, check the
+rule (docs/cases.md, "How N* is decided").
 
 Disagreeing repeats: each repeat votes.  With an odd number of repeats the
 majority decides (the verdict of the median repeat): one collapsed run of
