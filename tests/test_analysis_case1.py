@@ -2,7 +2,6 @@
 expected curve of the figure, on the hand-made "good" run (tests/fixtures/make_fixtures.py)."""
 import csv
 import io
-import json
 import shutil
 import subprocess
 import sys
