@@ -80,6 +80,7 @@ a smaller N does not move them.
 """
 from __future__ import annotations
 
+import math
 import statistics
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Optional, Sequence, Tuple, Union
@@ -297,7 +298,8 @@ class Point:
             value, limit = statistics.median(values), statistics.median(limits)
             margin = _margin(value, limit, above)
             return {"test": test, "value": value, "limit": limit,
-                    "margin": None if margin is None else round(margin, 2), **extra}
+                    "margin": round(margin, 2) if margin is not None and math.isfinite(margin) else None,
+                    **extra}
 
         out = [entry("paging", [v.majflt_per_s for v in fired], [v.fault_threshold for v in fired], True)]
         collapsed = [v for v in fired if v.sum_collapsed]
@@ -305,7 +307,8 @@ class Point:
             out.append(entry("sum", [v.throughput for v in collapsed], [v.collapse_below for v in collapsed],
                              False))
         elif collapsed:
-            out.append(entry("paging_bound", [v.faults_per_access or float("inf") for v in collapsed],
+            out.append(entry("paging_bound", [float("inf") if v.faults_per_access is None else v.faults_per_access
+                                              for v in collapsed],
                              [FIRST_N_FAULTS_PER_ACCESS] * len(collapsed), True))
         starving = [v for v in fired if v.starved]
         if starving:

@@ -252,6 +252,11 @@ def test_reasons_say_which_test_fired_and_by_what_margin():
     q = find_knee({2: [thrash(1_000, 200.0)]}).point(2)
     assert q.reason_details()[1] == {"test": "paging_bound", "value": 0.2, "limit": 1e-3, "margin": 200.0}
     assert find_knee({1: [fits(6e6)]}).point(1).reason_details() == []
+    # no access at all: the margin is unbounded, given as None (JSON has no infinity)
+    z = find_knee({1: [fits(6e6)], 2: [fits(8e6)], 3: [(0.0, 2_000.0)]}).point(3).reason_details()
+    assert z[1] == {"test": "sum", "value": 0.0, "limit": 4e6, "margin": None}
+    z = find_knee({1: [(0.0, 2_000.0)]}).point(1).reason_details()
+    assert z[1]["test"] == "paging_bound" and z[1]["margin"] is None
 
 
 # --------------------------------------------------------------------------- where the knee falls
