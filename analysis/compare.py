@@ -166,7 +166,7 @@ def notes_of(rows: Sequence[dict]) -> list[str]:
     if notes or rows:
         notes.append("N*: the smallest N whose major-fault rate is far above the in-memory runs' and whose "
                      "progress collapsed: the summed throughput fell below half of the in-memory runs' "
-                     "of smaller N, or at least one process starved (below 1/20 of the speed a process "
+                     "of smaller N >= 2, or at least one process starved (below 1/20 of the speed a process "
                      "had in memory); null: no knee in the sweep (the rule: python -m analysis compare "
                      "--help).")
         notes.append("starved_at_n*, slowest_at_n*: starved processes and the slowest process's "

@@ -51,9 +51,9 @@ note: small: N=2: paging (66.8 major faults/s > 50.0/s) but progress did not col
 note: small: N=2, 3, 4: paging, and no smaller N >= 2 ran in memory: judged without a speed baseline
   (N=1 gives only the fault rate F0)
 N*: the smallest N whose major-fault rate is far above the in-memory runs' and whose progress
-  collapsed: the summed throughput fell below half of the in-memory runs' of smaller N, or at least
-  one process starved (below 1/20 of the speed a process had in memory); null: no knee in the sweep
-  (the rule: python -m analysis compare --help).
+  collapsed: the summed throughput fell below half of the in-memory runs' of smaller N >= 2, or at
+  least one process starved (below 1/20 of the speed a process had in memory); null: no knee in the
+  sweep (the rule: python -m analysis compare --help).
 starved_at_n*, slowest_at_n*: starved processes and the slowest process's accesses/s at N* (medians
   over the repeats); Linux thrashes unfairly, so these collapse while the sum may hardly move.
 """
@@ -73,7 +73,7 @@ COMPARE_MARKDOWN = """\
 - small: N*=3: paging 234.4 major faults/s > 50.0/s (4.69x); starved 1 of 3, slowest 1.05k accesses/s < fastest/20 = 128k (121x)
 - note: small: N=2: paging (66.8 major faults/s > 50.0/s) but progress did not collapse: not the knee; left out of the larger N's baselines
 - note: small: N=2, 3, 4: paging, and no smaller N >= 2 ran in memory: judged without a speed baseline (N=1 gives only the fault rate F0)
-- N*: the smallest N whose major-fault rate is far above the in-memory runs' and whose progress collapsed: the summed throughput fell below half of the in-memory runs' of smaller N, or at least one process starved (below 1/20 of the speed a process had in memory); null: no knee in the sweep (the rule: python -m analysis compare --help).
+- N*: the smallest N whose major-fault rate is far above the in-memory runs' and whose progress collapsed: the summed throughput fell below half of the in-memory runs' of smaller N >= 2, or at least one process starved (below 1/20 of the speed a process had in memory); null: no knee in the sweep (the rule: python -m analysis compare --help).
 - starved_at_n*, slowest_at_n*: starved processes and the slowest process's accesses/s at N* (medians over the repeats); Linux thrashes unfairly, so these collapse while the sum may hardly move.
 """
 
@@ -269,9 +269,9 @@ note: small: N=2: paging (70.6 major faults/s > 50.0/s) but progress did not col
 note: small: N=2, 3, 4: paging, and no smaller N >= 2 ran in memory: judged without a speed baseline
   (N=1 gives only the fault rate F0)
 N*: the smallest N whose major-fault rate is far above the in-memory runs' and whose progress
-  collapsed: the summed throughput fell below half of the in-memory runs' of smaller N, or at least
-  one process starved (below 1/20 of the speed a process had in memory); null: no knee in the sweep
-  (the rule: python -m analysis compare --help).
+  collapsed: the summed throughput fell below half of the in-memory runs' of smaller N >= 2, or at
+  least one process starved (below 1/20 of the speed a process had in memory); null: no knee in the
+  sweep (the rule: python -m analysis compare --help).
 starved_at_n*, slowest_at_n*: starved processes and the slowest process's accesses/s at N* (medians
   over the repeats); Linux thrashes unfairly, so these collapse while the sum may hardly move.
 """
