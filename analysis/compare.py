@@ -23,9 +23,10 @@ Columns (and keys of ``--json``):
 - ``repeats_thrashing_at_n``: the repeats' votes at N*;
 - ``n_values`` (the N of the sweep with a usable repeat); in JSON also, at
   N*: ``collapse_at_n`` (what collapsed: ``sum``, ``starved``),
-  ``baseline_n_values`` (the smaller N whose in-memory runs make the
-  baseline), ``baseline_throughput`` (T0), ``expected_process_throughput``
-  (E(N*)), ``starved_threshold`` (E(N*)/20; null without a baseline),
+  ``baseline_n_values`` (the smaller N >= 2 whose in-memory runs make the
+  baseline; ``[1]`` when N=1 alone ran in memory: it gives only F0),
+  ``baseline_throughput`` (T0), ``expected_process_throughput`` (E(N*)),
+  ``starved_threshold`` (E(N*)/20; these three null without a speed baseline),
   ``fault_threshold_per_s``; ``reasons``: the tests that fired at N*, each
   ``{"test", "value", "limit", "margin"}`` (margin: how many times past its
   limit; ``paging``: major faults/s against max(50/s, 20 x F0); ``sum``:
