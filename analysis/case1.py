@@ -31,6 +31,19 @@ Neither counts the few hundred faults of a process's start-up (binary, libc,
 stack), nor page-table or transparent-huge-page effects (a huge page is one
 fault for 512 pages).  Expected major faults: 0, when the pair fits in memory.
 
+``ratio`` = ``minflt_profile`` / ``expected_minflt`` (the profile counts from
+the registration, so start-up before it is left out); ``flag`` says
+``over`` or ``under`` when the ratio is more than RATIO_TOLERANCE (2%) from 1,
+so a difference that the arithmetic does not explain is never left to the
+reader's eye.  Rows without an expectation (L mode without the fill) have
+neither.
+
+The figure draws each process's expected curve (dashed, thin) beside the
+measured one: without the fill, P x (1 - exp(-a(t)/P)) with a(t) the accesses
+done by time t, taken as uniform over the timed phase (the work JSON's
+``start_mono_ns`` to ``end_mono_ns``, the profile's clock); with the fill, a
+rise to P over the fill (``fill_s`` before the timed phase), then flat.
+
 Bad input: Case Study 1 has one run per pair, so any missing or corrupt file
 (params.json, profile.csv, a work JSON) is an error naming the file and line.
 """
@@ -40,7 +53,7 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 from analysis.errors import AnalysisError
 from analysis.load import Machine, Run, number, read_csv, read_json
@@ -50,6 +63,7 @@ PROFILE_COLUMNS = {"ts_ns": int, "jiffies": int, "pid": int, "minflt": int,
                    "majflt": int, "cpu_ns": int, "flags": int}
 WORK_RE = re.compile(r"^work-(\d+)\.json$")
 LINESTYLES = ["-", "--", "-.", ":"]
+RATIO_TOLERANCE = 0.02       # measured / expected minor faults beyond 1 +- this is flagged
 
 
 @dataclass
@@ -65,6 +79,29 @@ class Process:
     majflt_work: float
     fill: bool
     page_size: Optional[int] = None
+    start_ns: Optional[int] = None     # the timed phase, CLOCK_MONOTONIC like the profile's ts_ns
+    end_ns: Optional[int] = None
+    fill_s: Optional[float] = None
+
+    def pages(self, default_page_size: int) -> float:
+        return self.mb * 1024 * 1024 / (self.page_size or default_page_size)
+
+    def expected_at(self, ts_ns: Sequence[int], default_page_size: int) -> Optional[list[float]]:
+        """The expected accumulated minor faults at each of ``ts_ns`` (see the module
+        docstring); None when there is no expectation or no timed phase to place it."""
+        if self.start_ns is None or self.end_ns is None or self.end_ns <= self.start_ns:
+            return None
+        pages = self.pages(default_page_size)
+        if self.fill:
+            fill_ns = (self.fill_s or 0.0) * 1e9
+            begin = self.start_ns - fill_ns
+            return [pages * min(1.0, max(0.0, (t - begin) / fill_ns)) if fill_ns > 0 else
+                    (pages if t >= self.start_ns else 0.0) for t in ts_ns]
+        if self.mode != "R":
+            return None
+        span = self.end_ns - self.start_ns
+        return [first_touch(pages, self.accesses * min(1.0, max(0.0, (t - self.start_ns) / span)))
+                for t in ts_ns]
 
 
 @dataclass
@@ -126,7 +163,10 @@ def _process(k: int, wp: Path, fill: Optional[bool]) -> Process:
                    per_iteration=number(w, "accesses_per_iteration", wp, required=False),
                    minflt_work=number(w, "minflt", wp, minimum=0),
                    majflt_work=number(w, "majflt", wp, minimum=0), fill=fill,
-                   page_size=number(w, "page_size", wp, required=False, integer=True, minimum=1))
+                   page_size=number(w, "page_size", wp, required=False, integer=True, minimum=1),
+                   start_ns=number(w, "start_mono_ns", wp, required=False, integer=True, minimum=0),
+                   end_ns=number(w, "end_mono_ns", wp, required=False, integer=True, minimum=0),
+                   fill_s=number(w, "fill_s", wp, required=False, minimum=0))
 
 
 def load(run: Run) -> list[Pair]:
@@ -147,11 +187,10 @@ def rows(run: Run, pairs: list[Pair]) -> list[dict]:
         majf = _sum_by_pid(pair.profile, "majflt")
         prows = []
         for p in pair.processes:
-            page = p.page_size or pair.machine.page_size
             if p.pid not in minf:
                 run.diag.warn(pair.machine.dir / "case1" / pair.name / "profile.csv",
                               f"no record of pid {p.pid} ({p.path.name}); profile columns left empty")
-            pages = p.mb * 1024 * 1024 / page
+            pages = p.pages(pair.machine.page_size)
             ft = first_touch(pages, p.accesses) if p.mode == "R" else None
             prows.append({
                 "machine": pair.machine.name, "pair": pair.name, "proc": f"work-{p.k}", "pid": p.pid,
@@ -165,8 +204,23 @@ def rows(run: Run, pairs: list[Pair]) -> list[dict]:
                     "majflt_work", "first_touch", "expected_minflt"):
             vals = [r[key] for r in prows]
             total[key] = None if any(v is None for v in vals) else sum(vals)
+        for r in prows + [total]:
+            r["ratio"], r["flag"] = ratio_flag(r["minflt_profile"], r["expected_minflt"])
         out += prows + [total]
     return out
+
+
+def ratio_flag(measured: Optional[float], expected: Optional[float]) -> tuple:
+    """measured / expected and ``over``/``under`` beyond RATIO_TOLERANCE ("" within it);
+    (None, None) without both numbers."""
+    if measured is None or not expected:
+        return None, None
+    ratio = measured / expected
+    if ratio > 1 + RATIO_TOLERANCE:
+        return ratio, "over"
+    if ratio < 1 - RATIO_TOLERANCE:
+        return ratio, "under"
+    return ratio, ""
 
 
 COLUMNS = [
@@ -177,6 +231,8 @@ COLUMNS = [
     Column("minflt_work", "minflt(work)", kind="int"), Column("majflt_work", "majflt(work)", kind="int"),
     Column("first_touch", "P(1-e^-A/P)", kind="float", digits=0),
     Column("expected_minflt", "expected", kind="float", digits=0),
+    Column("ratio", "prof/expected", kind="float", digits=3),
+    Column("flag"),
 ]
 
 NOTES = [
@@ -185,6 +241,7 @@ NOTES = [
     "expected: minor faults expected in all: P with the fill (it first-touches every page, so the "
     "random accesses add none), P(1-e^-A/P) without it (R mode); start-up faults (~100-300) not included",
     "(prof): since registration, summed from profile.csv; (work): the process's getrusage at exit",
+    "prof/expected: minflt(prof) / expected; flag: over or under when more than 2% from 1",
 ]
 
 
@@ -222,6 +279,10 @@ def plot(run: Run, pairs: list[Pair], out_dir: Path) -> list[Path]:
                              drawstyle="steps-post", label=label, alpha=1.0 if i == 0 else 0.75)
                 axes[0][col].plot(ts, acc_min, **style)
                 axes[1][col].plot(ts, acc_maj, **style)
+                expected = p.expected_at([r[0] for r in recs], m.page_size) if p else None
+                if expected is not None:
+                    axes[0][col].plot(ts, expected, color="black", linestyle=style["linestyle"], linewidth=0.9,
+                                      alpha=0.8, label=f"work-{p.k} expected")
             axes[0][col].set_title(f"{pair.name}")
             axes[0][col].set_ylabel("accumulated minor faults")
             axes[1][col].set_ylabel("accumulated major faults")

@@ -9,6 +9,10 @@ Columns (and keys of ``--json``):
   (the N at which the processes' memory equals the available memory; null
   without ``mem_available_kb``);
 - ``thrashing_n``: N*, by the rule below (null: no knee inside the sweep);
+- ``thrashing_after``: the largest N of the sweep below N* that did not
+  thrash: the knee lies in (thrashing_after, thrashing_n], an interval where
+  the sweep has gaps (the text then says "N* in (a, b]"); null without a knee
+  or when N* is the first N of the sweep;
 - ``peak_throughput`` / ``peak_n``: the highest per-N median throughput and its N;
 - ``throughput_at_n``, ``majflt_per_s_at_n``: the median summed throughput and
   median major-fault rate at N*;
@@ -31,17 +35,26 @@ Columns (and keys of ``--json``):
   ``dropped_repeats`` (every repeat left out: {n, repeat, reason}),
   ``fault_level_per_s`` (the in-memory level of the onset), and, at
   N*: ``collapse_at_n`` (what collapsed: ``sum``, ``starved``),
-  ``baseline_n_values`` (the smaller N whose in-memory runs make the
-  baseline), ``baseline_throughput`` (T0), ``expected_process_throughput``
-  (E(N*)), ``starved_threshold`` (E(N*)/20; null without a baseline),
-  ``fault_threshold_per_s``; and the ``anomalies`` and ``notes``
-  (disagreeing repeats, paging without a collapse, anomalies).
+  ``baseline_n_values`` (the smaller N >= 2 whose in-memory runs make the
+  baseline; ``[1]`` when N=1 alone ran in memory: it gives only F0),
+  ``baseline_throughput`` (T0), ``expected_process_throughput`` (E(N*)),
+  ``starved_threshold`` (E(N*)/20; these three null without a speed baseline),
+  ``fault_threshold_per_s``; ``reasons``: the tests that fired at N*, each
+  ``{"test", "value", "limit", "margin"}`` (margin: how many times past its
+  limit; ``paging``: major faults/s against max(50/s, 20 x F0); ``sum``:
+  accesses/s under 0.5 x T0; ``paging_bound``: major faults per access from
+  0.001 up, without a speed baseline; ``starved``: the slowest process's
+  accesses/s under the limit ``against`` E(N)/20 or fastest/20, with the
+  number of starved ``processes``), the text prints them as one note per
+  machine; and the ``anomalies`` and ``notes`` (disagreeing repeats, paging
+  without a collapse, anomalies).
 
 Python API: :func:`compare_rows` (``run_dir -> list[dict]``, the JSON objects)
 and :func:`render_table` (those rows as text, csv, markdown or json).
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
@@ -62,6 +75,7 @@ COLUMNS = [
     Column("work_mb", kind="float", digits=1),
     Column("predicted_n", kind="float", digits=2),
     Column("thrashing_n", kind="int"),
+    Column("thrashing_after", "after", kind="int"),
     Column("peak_throughput", kind="si", digits=0),
     Column("peak_n", kind="int"),
     Column("throughput_at_n", "throughput_at_n*", kind="si", digits=0),
@@ -76,7 +90,8 @@ COLUMNS = [
 ]
 JSON_EXTRA = mach.ATTRIBUTES + ("zswap_compressor", "collapse_at_n", "baseline_n_values", "baseline_throughput",
                                  "expected_process_throughput", "starved_threshold", "fault_threshold_per_s",
-                                 "fault_level_per_s", "source_counts", "dropped_repeats", "anomalies", "notes")
+                                 "fault_level_per_s", "source_counts", "dropped_repeats", "reasons", "anomalies",
+                                 "notes")
 
 
 def machine_row(run: Run, case: c2.Case2) -> dict:
@@ -101,6 +116,7 @@ def machine_row(run: Run, case: c2.Case2) -> dict:
         "work_mb": work,
         "predicted_n": None if avail is None else avail / work,
         "thrashing_n": knee.n,
+        "thrashing_after": knee.after,
         "peak_throughput": peak.throughput,
         "peak_n": peak.n,
         "throughput_at_n": at.throughput if at else None,
@@ -121,6 +137,7 @@ def machine_row(run: Run, case: c2.Case2) -> dict:
         "expected_process_throughput": _round(at.expected_process if at else None, 0),
         "starved_threshold": _round(at.starved_threshold if at else None, 1),
         "fault_threshold_per_s": None if at is None else round(at.fault_threshold, 1),
+        "reasons": [_rounded(d) for d in at.reason_details()] if at else None,
         "anomalies": knee.anomalies,
         "notes": knee.notes,
         **mach.attributes(run.manifest, m.name, m.facts),
@@ -131,6 +148,30 @@ def machine_row(run: Run, case: c2.Case2) -> dict:
 
 def _round(v: Optional[float], digits: int) -> Optional[float]:
     return None if v is None else round(v, digits)
+
+
+def _rounded(reason: dict) -> dict:
+    """A reason of analysis.knee for JSON: rates to 0.1, faults per access to 6 decimals."""
+    out = dict(reason)
+    for key in ("value", "limit"):
+        v = out[key]
+        if isinstance(v, float) and math.isfinite(v):
+            out[key] = round(v, 6 if reason["test"] == "paging_bound" else 1)
+        elif isinstance(v, float):
+            out[key] = None     # paging-bound with no access at all
+    return out
+
+
+def knee_text(row: dict) -> Optional[str]:
+    """One line per machine with a knee: N* (with its interval where the sweep has gaps)
+    and the tests that fired, by what margin (from the row's JSON keys)."""
+    n, after = row.get("thrashing_n"), row.get("thrashing_after")
+    if n is None:
+        return None
+    where = f"N*={n}"
+    if after is not None and n - after > 1:
+        where += f" in ({after}, {n}]"
+    return f"{row['machine']}: {where}: {kn.reasons_text(row.get('reasons') or [], n)}"
 
 
 def rows_for(run: Run, cases: Optional[list] = None) -> list[dict]:
@@ -149,7 +190,7 @@ def compare_rows(run_dir: Union[str, Path], diag: Optional[Diagnostics] = None) 
 
 
 def notes_of(rows: Sequence[dict]) -> list[str]:
-    notes = []
+    notes = [t for t in (knee_text(r) for r in rows) if t]
     for r in rows:
         notes += [f"note: {r['machine']}: {n}" for n in r.get("notes", [])]
         notes += [f"dropped: {r['machine']}: N={d['n']} r-{d['repeat']}: {d['reason']}"
@@ -157,7 +198,7 @@ def notes_of(rows: Sequence[dict]) -> list[str]:
     if notes or rows:
         notes.append("N*: the smallest N whose major-fault rate is far above the in-memory runs' and whose "
                      "progress collapsed: the summed throughput fell below half of the in-memory runs' "
-                     "of smaller N, or at least one process starved (below 1/20 of the speed a process "
+                     "of smaller N >= 2, or at least one process starved (below 1/20 of the speed a process "
                      "had in memory); null: no knee in the sweep (the rule: python -m analysis compare "
                      "--help).")
         notes.append("onset_s_at_n*, share_above_at_n*: when the major-fault rate (over the trailing "

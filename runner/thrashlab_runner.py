@@ -69,12 +69,18 @@ RUNNER_VERSION = 1
 DEFAULT_RESULTS_DIR = "/var/lib/thrashlab/results"
 DEFAULT_REMOTE_DIR = "/opt/thrashlab"
 TIMEOUT_EXIT = 124           # exit code recorded for a process stopped at the run's timeout
+# A work process stopped at the timeout gets this long after SIGTERM to print its JSON
+# (partial counts, "interrupted": true) before SIGKILL: a thrashing process may first
+# have to fault its code and stack back in.
+WORK_STOP_GRACE = 10.0
 RESULT_MARK = "THRASHLAB-RESULT "
 SUMMARY_MARK = "THRASHLAB-SUMMARY "
 PSI_HEADER = "t_s,some_avg10,full_avg10,some_total_us,full_total_us"
 
 # Planning constants (see plan_work_mb, plan_n_values, plan_case1_mb).
 BOOT_OVERHEAD_MB = 100       # RAM a booted Debian guest does not have available (measured: 97-113 MiB)
+EDGE_CLEARANCE = 0.3         # auto case2_work_mb keeps MemAvailable / work_mb this far from an integer
+SIZE_LATITUDE = 0.15         # ... moving the lab's common size by at most this share either way
 CASE1_SHARE = 0.30           # each Case Study 1 process gets this share of MemAvailable
 CASE1_COURSE_MB = 1024       # the course's size, used when the machine has room for it
 
@@ -263,7 +269,8 @@ def parse_work_output(text: str) -> dict | None:
 # ---------------------------------------------------------------------------- planning (pure)
 
 def plan_work_mb(lab_min_memory_mb: int) -> int:
-    """Case Study 2's per-process size, the same for every machine of a lab.
+    """Case Study 2's common per-process size for a lab (auto moves it a little per
+    machine: :func:`plan_case2_work_mb`).
 
     A quarter of what the lab's smallest machine has available after boot
     (estimated as its RAM minus BOOT_OVERHEAD_MB), rounded down to a multiple of
@@ -276,6 +283,49 @@ def plan_work_mb(lab_min_memory_mb: int) -> int:
     quarter = est / 4.0
     step = 8 if quarter >= 64 else 4
     return max(8, int(quarter // step) * step)
+
+
+def edge_distance(p: float) -> float:
+    """How far the prediction p is from the nearest integer (0: on the edge, 0.5: midway)."""
+    return abs(p - round(p))
+
+
+def plan_case2_work_mb(avail_mb: float, lab_min_memory_mb: int) -> dict:
+    """``case2_work_mb: auto`` on one machine, from its MemAvailable measured after it settled.
+
+    Start from the lab's common size (:func:`plan_work_mb`) and take the whole
+    MiB closest to it, within SIZE_LATITUDE of it (twice that when whole MiB
+    step over the window: small sizes at large p), for which the working-set
+    prediction p = avail_mb / work_mb is at least EDGE_CLEARANCE from an
+    integer.  With p near an integer, N = round(p) fills memory to within a
+    few MiB and whether it thrashes is a coin toss, so N* flips between runs
+    (issue 16: 4 x 36 MiB against 145.5 MiB).  The machines of a lab then get
+    sizes a few MiB apart (default lab: 34-36 MiB against a common 36);
+    each machine's prediction uses its own size (case2/params.json), so the
+    comparison stays exact.  If no size within the latitude clears the edge
+    (p below about 1.3, or beyond about 40 processes of a few MiB, where one
+    MiB moves p by more than the window), the one farthest from it is taken,
+    with a warning.
+    """
+    if avail_mb <= 0:
+        raise RunnerError("plan: available memory must be positive (got %r)" % avail_mb)
+    common = plan_work_mb(lab_min_memory_mb)
+    warnings = []
+    for latitude in (SIZE_LATITUDE, 2 * SIZE_LATITUDE):
+        low = max(4, int(math.ceil(common * (1 - latitude))))
+        high = int(math.floor(common * (1 + latitude)))
+        candidates = sorted(range(low, high + 1), key=lambda w: (abs(w - common), -w))
+        clear = [w for w in candidates if edge_distance(avail_mb / w) >= EDGE_CLEARANCE - 1e-9]
+        if clear:
+            work_mb = clear[0]
+            break
+    else:
+        work_mb = max(candidates, key=lambda w: (round(edge_distance(avail_mb / w), 6), -abs(w - common)))
+        warnings.append("no size within %d%% of %d MiB puts the prediction %.1f or more from an integer: "
+                        "%d MiB (prediction %.2f)" % (round(2 * SIZE_LATITUDE * 100), common, EDGE_CLEARANCE,
+                                                      work_mb, avail_mb / work_mb))
+    return {"work_mb": work_mb, "common_mb": common, "predicted_n": round(avail_mb / work_mb, 3),
+            "edge_distance": round(edge_distance(avail_mb / work_mb), 3), "warnings": warnings}
 
 
 def plan_n_values(avail_mb: float, swap_mb: float, work_mb: float, points: int = 6,
@@ -316,6 +366,10 @@ def plan_n_values(avail_mb: float, swap_mb: float, work_mb: float, points: int =
             break
         width, a, b = max(gaps, key=lambda g: (g[0], g[1]))
         chosen.append(a + width // 2)
+    # the knee is only located when the sweep has an N on each side of the prediction
+    if not (any(n <= p for n in chosen) and any(n > p for n in chosen)):
+        warnings.append("the sweep %s does not bracket the prediction %.2f (an N at or below it and "
+                        "one above it)" % (sorted(chosen), p))
     return {"n_values": sorted(chosen), "predicted_n": round(p, 3), "first_n_past_available": k,
             "n_cap": cap, "warnings": warnings}
 
@@ -799,7 +853,7 @@ def execute_run(machine: Machine, spec: RunSpec, out: str) -> dict:
         if timed_out:
             log("timeout after %.0f s: stopping %d work process(es)"
                 % (spec.timeout, sum(1 for p in procs if p.poll() is None)))
-            killed = [i + 1 for i in _stop(procs)]
+            killed = [i + 1 for i in _stop(procs, grace=WORK_STOP_GRACE)]
             for i, p in enumerate(procs):
                 if ends[i] is None:
                     ends[i] = time.monotonic()
@@ -994,11 +1048,25 @@ def cmd_facts(ctx: Ctx) -> dict:
     return facts
 
 
+def resolve_case2_work_mb(requested, avail_mb: float, lab_min_memory_mb) -> tuple:
+    """``case2_work_mb`` as run: an integer as given, or auto (:func:`plan_case2_work_mb`).
+    Returns (work_mb, sizing facts or None, warnings)."""
+    if requested != "auto":
+        return _positive_int(requested, "case2_work_mb"), None, []
+    if lab_min_memory_mb is None:
+        raise RunnerError("case2_work_mb is auto but --lab-min-memory-mb is not given")
+    sizing = plan_case2_work_mb(avail_mb, lab_min_memory_mb)
+    return sizing["work_mb"], sizing, sizing.pop("warnings")
+
+
 def cmd_plan_case2(args) -> dict:
-    work_mb = plan_work_mb(args.lab_min_memory_mb) if args.work_mb == "auto" else int(args.work_mb)
+    work_mb, sizing, warnings = resolve_case2_work_mb(args.work_mb, args.mem_available_mb,
+                                                      args.lab_min_memory_mb)
     plan = plan_n_values(args.mem_available_mb, args.swap_mb, work_mb, args.points, args.max_factor,
                          args.swap_fraction)
     plan["work_mb"] = work_mb
+    plan["sizing"] = sizing
+    plan["warnings"] = warnings + plan["warnings"]
     return plan
 
 
@@ -1010,13 +1078,11 @@ def cmd_case2_start(ctx: Ctx) -> dict:
     facts = ctx.write_facts("case2")
     avail_mb = facts["mem_available_kb"] / 1024.0
     swap_mb = (facts.get("swap_total_kb") or 0) / 1024.0
-    if a.work_mb == "auto":
-        if a.lab_min_memory_mb is None:
-            raise RunnerError("case2_work_mb is auto but --lab-min-memory-mb is not given")
-        work_mb = plan_work_mb(a.lab_min_memory_mb)
-    else:
-        work_mb = _positive_int(a.work_mb, "case2_work_mb")
+    work_mb, sizing, size_warnings = resolve_case2_work_mb(a.work_mb, avail_mb, a.lab_min_memory_mb)
     plan = plan_n_values(avail_mb, swap_mb, work_mb, a.points, a.max_factor, a.swap_fraction)
+    plan["warnings"] = size_warnings + plan["warnings"]
+    if sizing is not None:
+        plan["sizing"] = sizing
     if a.n_values == "auto":
         n_values = plan["n_values"]
     else:

@@ -10,11 +10,11 @@ major faults, at registration, before the window); N=2 pages (1483 and 1322
 major faults x 12/13 / 12 s -> median 107.8/s > 50/s) at full speed (no
 process starved, sum 10.2M), so it is not the knee, and as one process took
 1.3-1.5k major faults (> 61, 1% of its 6144 pages) it is left out of the
-baseline.  N=3: baseline N=1 only, T0 = 6.0M, P0 = 6.0M, E(3) = min(6.0M,
-6.0M/3) = 2.0M, starved below 100k; the sum (5.20M and 4.70M, median 4.95M)
-stays above 0.5 x T0 = 3.0M, but one process starves in each repeat (1.2k
-and 0.9k, median 1.05k) with (8952 and 9803) x 12/13 / 12 s -> median
-721.2 major faults/s: N* = 3, its fault rate above the in-memory level (0/s)
+baseline.  N=3: no smaller N >= 2 ran in memory and N=1 is no speed baseline
+(it gives only F0), so N=3 is judged within each run: one process starves in
+each repeat (1.2k and 0.9k, median 1.05k) against 1/20 of its run's fastest
+(median 127.5k), with (8952 and 9803) x 12/13 / 12 s -> median 721.2 major
+faults/s: N* = 3, in (2, 3], its fault rate above the in-memory level (0/s)
 from the first tick of the window (1 s ticks in these fixtures) to the end.
 (The old sum-only rule found no knee here: 4.95M > half of median(6.0M,
 10.15M).)  The large machine never pages: no knee.
@@ -47,17 +47,21 @@ def check(args, stdout, stderr="", rc=0):
 
 
 COMPARE_TEXT = """\
-machine  memory_mb  avail_mb  work_mb  predicted_n  thrashing_n  peak_throughput  peak_n  throughput_at_n*  majflt/s_at_n*  starved_at_n*  slowest_at_n*  votes_at_n*  onset_s_at_n*  share_above_at_n*  sweep  source
--------  ---------  --------  -------  -----------  -----------  ---------------  ------  ----------------  --------------  -------------  -------------  -----------  -------------  -----------------  -----  -------
-small          256      60.0     24.0         2.50            3            10.2M       2             4.95M           721.2              1          1.05k  2/2                   1.00               1.00  1-4    profile
-large          512     200.0     24.0         8.33            -            14.0M       3                 -               -              -              -  -                        -                  -  1-4    profile
+machine  memory_mb  avail_mb  work_mb  predicted_n  thrashing_n  after  peak_throughput  peak_n  throughput_at_n*  majflt/s_at_n*  starved_at_n*  slowest_at_n*  votes_at_n*  onset_s_at_n*  share_above_at_n*  sweep  source
+-------  ---------  --------  -------  -----------  -----------  -----  ---------------  ------  ----------------  --------------  -------------  -------------  -----------  -------------  -----------------  -----  -------
+small          256      60.0     24.0         2.50            3      2            10.2M       2             4.95M           721.2              1          1.05k  2/2                   1.00               1.00  1-4    profile
+large          512     200.0     24.0         8.33            -      -            14.0M       3                 -               -              -              -  -                        -                  -  1-4    profile
 
+small: N*=3: paging 721.2 major faults/s > 50.0/s (14.4x); starved 1 of 3, slowest 1.05k accesses/s
+  < fastest/20 = 128k (121x)
 note: small: N=2: paging (107.8 major faults/s > 50.0/s) but progress did not collapse: not the
   knee; left out of the larger N's baselines
+note: small: N=2, 3, 4: paging, and no smaller N >= 2 ran in memory: judged without a speed baseline
+  (N=1 gives only the fault rate F0)
 N*: the smallest N whose major-fault rate is far above the in-memory runs' and whose progress
-  collapsed: the summed throughput fell below half of the in-memory runs' of smaller N, or at least
-  one process starved (below 1/20 of the speed a process had in memory); null: no knee in the sweep
-  (the rule: python -m analysis compare --help).
+  collapsed: the summed throughput fell below half of the in-memory runs' of smaller N >= 2, or at
+  least one process starved (below 1/20 of the speed a process had in memory); null: no knee in the
+  sweep (the rule: python -m analysis compare --help).
 onset_s_at_n*, share_above_at_n*: when the major-fault rate (over the trailing second, from the
   profile) first exceeded the machine's in-memory level, in seconds since the barrier's release, and
   the share of the timed window above it (medians over N*'s repeats); source: where the rates come
@@ -67,19 +71,21 @@ starved_at_n*, slowest_at_n*: starved processes and the slowest process's access
 """
 
 COMPARE_CSV = """\
-machine,memory_mb,mem_available_mb,work_mb,predicted_n,thrashing_n,peak_throughput,peak_n,throughput_at_n,majflt_per_s_at_n,starved_at_n,slowest_at_n,repeats_thrashing_at_n,thrashing_onset_s,thrashing_share,n_values,source
-small,256,60.0,24.0,2.5,3,10150000,2,4951050,721.2,1,1050,2/2,1.0,1.0,"1,2,3,4",profile
-large,512,200.0,24.0,8.33,,14000000,3,,,,,,,,"1,2,3,4",profile
+machine,memory_mb,mem_available_mb,work_mb,predicted_n,thrashing_n,thrashing_after,peak_throughput,peak_n,throughput_at_n,majflt_per_s_at_n,starved_at_n,slowest_at_n,repeats_thrashing_at_n,thrashing_onset_s,thrashing_share,n_values,source
+small,256,60.0,24.0,2.5,3,2,10150000,2,4951050,721.2,1,1050,2/2,1.0,1.0,"1,2,3,4",profile
+large,512,200.0,24.0,8.33,,,14000000,3,,,,,,,,"1,2,3,4",profile
 """
 
 COMPARE_MARKDOWN = """\
-| machine | memory_mb | avail_mb | work_mb | predicted_n | thrashing_n | peak_throughput | peak_n | throughput_at_n* | majflt/s_at_n* | starved_at_n* | slowest_at_n* | votes_at_n* | onset_s_at_n* | share_above_at_n* | sweep | source |
-|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---|---|
-| small | 256 | 60.0 | 24.0 | 2.50 | 3 | 10.2M | 2 | 4.95M | 721.2 | 1 | 1.05k | 2/2 | 1.00 | 1.00 | 1-4 | profile |
-| large | 512 | 200.0 | 24.0 | 8.33 | - | 14.0M | 3 | - | - | - | - | - | - | - | 1-4 | profile |
+| machine | memory_mb | avail_mb | work_mb | predicted_n | thrashing_n | after | peak_throughput | peak_n | throughput_at_n* | majflt/s_at_n* | starved_at_n* | slowest_at_n* | votes_at_n* | onset_s_at_n* | share_above_at_n* | sweep | source |
+|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---|---|
+| small | 256 | 60.0 | 24.0 | 2.50 | 3 | 2 | 10.2M | 2 | 4.95M | 721.2 | 1 | 1.05k | 2/2 | 1.00 | 1.00 | 1-4 | profile |
+| large | 512 | 200.0 | 24.0 | 8.33 | - | - | 14.0M | 3 | - | - | - | - | - | - | - | 1-4 | profile |
 
+- small: N*=3: paging 721.2 major faults/s > 50.0/s (14.4x); starved 1 of 3, slowest 1.05k accesses/s < fastest/20 = 128k (121x)
 - note: small: N=2: paging (107.8 major faults/s > 50.0/s) but progress did not collapse: not the knee; left out of the larger N's baselines
-- N*: the smallest N whose major-fault rate is far above the in-memory runs' and whose progress collapsed: the summed throughput fell below half of the in-memory runs' of smaller N, or at least one process starved (below 1/20 of the speed a process had in memory); null: no knee in the sweep (the rule: python -m analysis compare --help).
+- note: small: N=2, 3, 4: paging, and no smaller N >= 2 ran in memory: judged without a speed baseline (N=1 gives only the fault rate F0)
+- N*: the smallest N whose major-fault rate is far above the in-memory runs' and whose progress collapsed: the summed throughput fell below half of the in-memory runs' of smaller N >= 2, or at least one process starved (below 1/20 of the speed a process had in memory); null: no knee in the sweep (the rule: python -m analysis compare --help).
 - onset_s_at_n*, share_above_at_n*: when the major-fault rate (over the trailing second, from the profile) first exceeded the machine's in-memory level, in seconds since the barrier's release, and the share of the timed window above it (medians over N*'s repeats); source: where the rates come from (profile, getrusage or mixed, see python -m analysis case2).
 - starved_at_n*, slowest_at_n*: starved processes and the slowest process's accesses/s at N* (medians over the repeats); Linux thrashes unfairly, so these collapse while the sum may hardly move.
 """
@@ -93,6 +99,7 @@ COMPARE_JSON = """\
     "work_mb": 24.0,
     "predicted_n": 2.5,
     "thrashing_n": 3,
+    "thrashing_after": 2,
     "peak_throughput": 10150000,
     "peak_n": 2,
     "throughput_at_n": 4951050,
@@ -122,18 +129,35 @@ COMPARE_JSON = """\
     "baseline_n_values": [
       1
     ],
-    "baseline_throughput": 6000000.0,
-    "expected_process_throughput": 2000000.0,
-    "starved_threshold": 100000.0,
+    "baseline_throughput": null,
+    "expected_process_throughput": null,
+    "starved_threshold": null,
     "fault_threshold_per_s": 50.0,
     "fault_level_per_s": 0.0,
     "source_counts": {
       "profile": 8
     },
     "dropped_repeats": [],
+    "reasons": [
+      {
+        "test": "paging",
+        "value": 721.2,
+        "limit": 50.0,
+        "margin": 14.42
+      },
+      {
+        "test": "starved",
+        "value": 1050.0,
+        "limit": 127500.0,
+        "margin": 121.43,
+        "processes": 1,
+        "against": "fastest/20"
+      }
+    ],
     "anomalies": [],
     "notes": [
-      "N=2: paging (107.8 major faults/s > 50.0/s) but progress did not collapse: not the knee; left out of the larger N's baselines"
+      "N=2: paging (107.8 major faults/s > 50.0/s) but progress did not collapse: not the knee; left out of the larger N's baselines",
+      "N=2, 3, 4: paging, and no smaller N >= 2 ran in memory: judged without a speed baseline (N=1 gives only the fault rate F0)"
     ]
   },
   {
@@ -143,6 +167,7 @@ COMPARE_JSON = """\
     "work_mb": 24.0,
     "predicted_n": 8.33,
     "thrashing_n": null,
+    "thrashing_after": null,
     "peak_throughput": 14000000,
     "peak_n": 3,
     "throughput_at_n": null,
@@ -177,6 +202,7 @@ COMPARE_JSON = """\
       "profile": 8
     },
     "dropped_repeats": [],
+    "reasons": null,
     "anomalies": [],
     "notes": []
   }
@@ -211,42 +237,43 @@ overlap_s: how long all N timed phases ran together (min over the repeats)
 """
 
 CASE1_TEXT = """\
-machine  pair    proc     pid  mode  fill   mb  accesses  pages  minflt(prof)  majflt(prof)  minflt(work)  majflt(work)  P(1-e^-A/P)  expected
--------  ------  ------  ----  ----  ----  ---  --------  -----  ------------  ------------  ------------  ------------  -----------  --------
-small    pair-A  work-1  1001  R     no     64     20000  16384         11580             0         11700             0        11550     11550
-small    pair-A  work-2  1002  R     no     64      4000  16384          3579             0          3699             0         3549      3549
-small    pair-A  total      -  -     -     128     24000  32768         15159             0         15399             0        15099     15099
-small    pair-B  work-1  1003  R     no     64     20000  16384         11580             0         11700             0        11550     11550
-small    pair-B  work-2  1004  L     no     64      4000  16384          4945             0          5065             0            -         -
-small    pair-B  total      -  -     -     128     24000  32768         16525             0         16765             0            -         -
-large    pair-A  work-1  1101  R     yes    64     20000  16384         16414             0         16534             0        11550     16384
-large    pair-A  work-2  1102  R     yes    64      4000  16384         16414             0         16534             0         3549     16384
-large    pair-A  total      -  -     -     128     24000  32768         32828             0         33068             0        15099     32768
-large    pair-B  work-1  1103  R     yes    64     20000  16384         16414             0         16534             0        11550     16384
-large    pair-B  work-2  1104  L     yes    64      4000  16384         16414             0         16534             0            -     16384
-large    pair-B  total      -  -     -     128     24000  32768         32828             0         33068             0            -     32768
+machine  pair    proc     pid  mode  fill   mb  accesses  pages  minflt(prof)  majflt(prof)  minflt(work)  majflt(work)  P(1-e^-A/P)  expected  prof/expected  flag
+-------  ------  ------  ----  ----  ----  ---  --------  -----  ------------  ------------  ------------  ------------  -----------  --------  -------------  ----
+small    pair-A  work-1  1001  R     no     64     20000  16384         11580             0         11700             0        11550     11550          1.003
+small    pair-A  work-2  1002  R     no     64      4000  16384          3579             0          3699             0         3549      3549          1.008
+small    pair-A  total      -  -     -     128     24000  32768         15159             0         15399             0        15099     15099          1.004
+small    pair-B  work-1  1003  R     no     64     20000  16384         11580             0         11700             0        11550     11550          1.003
+small    pair-B  work-2  1004  L     no     64      4000  16384          4945             0          5065             0            -         -              -  -
+small    pair-B  total      -  -     -     128     24000  32768         16525             0         16765             0            -         -              -  -
+large    pair-A  work-1  1101  R     yes    64     20000  16384         16414             0         16534             0        11550     16384          1.002
+large    pair-A  work-2  1102  R     yes    64      4000  16384         16414             0         16534             0         3549     16384          1.002
+large    pair-A  total      -  -     -     128     24000  32768         32828             0         33068             0        15099     32768          1.002
+large    pair-B  work-1  1103  R     yes    64     20000  16384         16414             0         16534             0        11550     16384          1.002
+large    pair-B  work-2  1104  L     yes    64      4000  16384         16414             0         16534             0            -     16384          1.002
+large    pair-B  total      -  -     -     128     24000  32768         32828             0         33068             0            -     32768          1.002
 
 P: pages of the region (mb x 1 MiB / page size); A: accesses of the timed phase (work JSON)
 P(1-e^-A/P): first touches expected of A uniformly random accesses over P fresh pages (R mode)
 expected: minor faults expected in all: P with the fill (it first-touches every page, so the random
   accesses add none), P(1-e^-A/P) without it (R mode); start-up faults (~100-300) not included
 (prof): since registration, summed from profile.csv; (work): the process's getrusage at exit
+prof/expected: minflt(prof) / expected; flag: over or under when more than 2% from 1
 """
 
 CASE1_CSV = """\
-machine,pair,proc,pid,mode,fill,mb,accesses,pages,minflt_profile,majflt_profile,minflt_work,majflt_work,first_touch,expected_minflt
-small,pair-A,work-1,1001,R,no,64,20000,16384,11580,0,11700,0,11550,11550
-small,pair-A,work-2,1002,R,no,64,4000,16384,3579,0,3699,0,3549,3549
-small,pair-A,total,,,,128,24000,32768,15159,0,15399,0,15099,15099
-small,pair-B,work-1,1003,R,no,64,20000,16384,11580,0,11700,0,11550,11550
-small,pair-B,work-2,1004,L,no,64,4000,16384,4945,0,5065,0,,
-small,pair-B,total,,,,128,24000,32768,16525,0,16765,0,,
-large,pair-A,work-1,1101,R,yes,64,20000,16384,16414,0,16534,0,11550,16384
-large,pair-A,work-2,1102,R,yes,64,4000,16384,16414,0,16534,0,3549,16384
-large,pair-A,total,,,,128,24000,32768,32828,0,33068,0,15099,32768
-large,pair-B,work-1,1103,R,yes,64,20000,16384,16414,0,16534,0,11550,16384
-large,pair-B,work-2,1104,L,yes,64,4000,16384,16414,0,16534,0,,16384
-large,pair-B,total,,,,128,24000,32768,32828,0,33068,0,,32768
+machine,pair,proc,pid,mode,fill,mb,accesses,pages,minflt_profile,majflt_profile,minflt_work,majflt_work,first_touch,expected_minflt,ratio,flag
+small,pair-A,work-1,1001,R,no,64,20000,16384,11580,0,11700,0,11550,11550,1.003,
+small,pair-A,work-2,1002,R,no,64,4000,16384,3579,0,3699,0,3549,3549,1.008,
+small,pair-A,total,,,,128,24000,32768,15159,0,15399,0,15099,15099,1.004,
+small,pair-B,work-1,1003,R,no,64,20000,16384,11580,0,11700,0,11550,11550,1.003,
+small,pair-B,work-2,1004,L,no,64,4000,16384,4945,0,5065,0,,,,
+small,pair-B,total,,,,128,24000,32768,16525,0,16765,0,,,,
+large,pair-A,work-1,1101,R,yes,64,20000,16384,16414,0,16534,0,11550,16384,1.002,
+large,pair-A,work-2,1102,R,yes,64,4000,16384,16414,0,16534,0,3549,16384,1.002,
+large,pair-A,total,,,,128,24000,32768,32828,0,33068,0,15099,32768,1.002,
+large,pair-B,work-1,1103,R,yes,64,20000,16384,16414,0,16534,0,11550,16384,1.002,
+large,pair-B,work-2,1104,L,yes,64,4000,16384,16414,0,16534,0,,16384,1.002,
+large,pair-B,total,,,,128,24000,32768,32828,0,33068,0,,32768,1.002,
 """
 
 WARNINGS_CASE2_TEXT = """\
@@ -285,21 +312,25 @@ analysis: warning: tests/fixtures/results/warnings/large/case2/n-03/r-1/run.json
 """
 
 WARNINGS_COMPARE_TEXT = """\
-machine  memory_mb  avail_mb  work_mb  predicted_n  thrashing_n  peak_throughput  peak_n  throughput_at_n*  majflt/s_at_n*  starved_at_n*  slowest_at_n*  votes_at_n*  onset_s_at_n*  share_above_at_n*  sweep  source
--------  ---------  --------  -------  -----------  -----------  ---------------  ------  ----------------  --------------  -------------  -------------  -----------  -------------  -----------------  -----  -------
-small          256      60.0     24.0         2.50            3            12.3M       2             4.95M           721.2              1          1.05k  2/2                   1.00               1.00  1-4    profile
-large          512     200.0     24.0         8.33            -            13.8M       3                 -               -              -              -  -                        -                  -  1-4    profile
+machine  memory_mb  avail_mb  work_mb  predicted_n  thrashing_n  after  peak_throughput  peak_n  throughput_at_n*  majflt/s_at_n*  starved_at_n*  slowest_at_n*  votes_at_n*  onset_s_at_n*  share_above_at_n*  sweep  source
+-------  ---------  --------  -------  -----------  -----------  -----  ---------------  ------  ----------------  --------------  -------------  -------------  -----------  -------------  -----------------  -----  -------
+small          256      60.0     24.0         2.50            3      2            12.3M       2             4.95M           721.2              1          1.05k  2/2                   1.00               1.00  1-4    profile
+large          512     200.0     24.0         8.33            -      -            13.8M       3                 -               -              -              -  -                        -                  -  1-4    profile
 
+small: N*=3: paging 721.2 major faults/s > 50.0/s (14.4x); starved 1 of 3, slowest 1.05k accesses/s
+  < fastest/20 = 128k (121x)
 note: small: N=2: paging (114.0 major faults/s > 50.0/s) but progress did not collapse: not the
   knee; left out of the larger N's baselines
+note: small: N=2, 3, 4: paging, and no smaller N >= 2 ran in memory: judged without a speed baseline
+  (N=1 gives only the fault rate F0)
 dropped: small: N=2 r-2: tests/fixtures/results/warnings/small/case2/n-02/r-2/work-2.json:1: invalid
   JSON: Unterminated string starting at (column 38)
 dropped: large: N=3 r-1: tests/fixtures/results/warnings/large/case2/n-03/r-1/run.json: exit codes
   [0, 137, 0], oom_killed 1
 N*: the smallest N whose major-fault rate is far above the in-memory runs' and whose progress
-  collapsed: the summed throughput fell below half of the in-memory runs' of smaller N, or at least
-  one process starved (below 1/20 of the speed a process had in memory); null: no knee in the sweep
-  (the rule: python -m analysis compare --help).
+  collapsed: the summed throughput fell below half of the in-memory runs' of smaller N >= 2, or at
+  least one process starved (below 1/20 of the speed a process had in memory); null: no knee in the
+  sweep (the rule: python -m analysis compare --help).
 onset_s_at_n*, share_above_at_n*: when the major-fault rate (over the trailing second, from the
   profile) first exceeded the machine's in-memory level, in seconds since the barrier's release, and
   the share of the timed window above it (medians over N*'s repeats); source: where the rates come
@@ -398,7 +429,7 @@ def test_disagreeing_repeats_are_noted(tmp_path):
     assert lines[2].split()[-7:-5] == ["0.5", "1.50M"]
     assert "note: small: N=3: 1 of 2 repeats thrashed (at least half: N thrashes)" in lines
     js = json.loads(analysis("compare", run, "--no-plots", "--json").stdout)
-    assert js[0]["notes"][1:] == ["N=3: 1 of 2 repeats thrashed (at least half: N thrashes)"]
+    assert js[0]["notes"][1] == "N=3: 1 of 2 repeats thrashed (at least half: N thrashes)"
     assert js[0]["repeats_thrashing_at_n"] == "1/2"
     assert js[0]["starved_at_n"] == 0.5
 
@@ -546,10 +577,10 @@ def test_help_documents_the_rule():
 
 
 MEASURED_COMPARE_TEXT = """\
-machine  memory_mb  avail_mb  work_mb  predicted_n  thrashing_n  peak_throughput  peak_n  throughput_at_n*  majflt/s_at_n*  starved_at_n*  slowest_at_n*  votes_at_n*  onset_s_at_n*  share_above_at_n*  sweep         source
--------  ---------  --------  -------  -----------  -----------  ---------------  ------  ----------------  --------------  -------------  -------------  -----------  -------------  -----------------  ------------  ---------
-small          256     153.9     36.0         4.28            5            2.46M       4             1.14M           831.2              3          1.28k  1/1                      -                  -  1,3-7         getrusage
-large          512     400.4     36.0        11.12           11            3.67M      11             3.67M            95.1              1          2.72k  1/1                      -                  -  1,6,11-13,17  getrusage
+machine  memory_mb  avail_mb  work_mb  predicted_n  thrashing_n  after  peak_throughput  peak_n  throughput_at_n*  majflt/s_at_n*  starved_at_n*  slowest_at_n*  votes_at_n*  onset_s_at_n*  share_above_at_n*  sweep         source
+-------  ---------  --------  -------  -----------  -----------  -----  ---------------  ------  ----------------  --------------  -------------  -------------  -----------  -------------  -----------------  ------------  ---------
+small          256     153.9     36.0         4.28            5      4            2.46M       4             1.14M           831.2              3          1.28k  1/1                      -                  -  1,3-7         getrusage
+large          512     400.4     36.0        11.12           11      6            3.67M      11             3.67M            95.1              1          2.72k  1/1                      -                  -  1,6,11-13,17  getrusage
 """
 
 
@@ -572,11 +603,16 @@ def test_measured_run_unfair_thrashing():
     assert ("note: small: N=4: paging (52.9 major faults/s > 50.0/s) but progress did not collapse: not the "
             "knee;\n  left out of the larger N's baselines\n") in p.stdout
     small, large = json.loads(analysis("compare", f"{F}/measured", "--no-plots", "--json").stdout)
-    assert (small["thrashing_n"], small["baseline_n_values"], small["collapse_at_n"]) == (5, [1, 3], ["starved"])
-    # large: T0 = median(2.29M, 1.53M) = 1.91M; E(11) = min(P0, 1.91M / 11) = 174k; starved below 8.7k
-    assert (large["thrashing_n"], large["baseline_n_values"], large["collapse_at_n"]) == (11, [1, 6], ["starved"])
+    assert (small["thrashing_n"], small["baseline_n_values"], small["collapse_at_n"]) == (5, [3], ["starved"])
+    # large: T0 = N=6's 1.53M (N=1 is no speed baseline); E(11) = min(P0, 1.53M / 11) = 139k; starved
+    # below 7.0k; the sweep has no N between 6 and 11: N* in (6, 11]
+    assert (large["thrashing_n"], large["baseline_n_values"], large["collapse_at_n"]) == (11, [6], ["starved"])
     assert (large["baseline_throughput"], large["expected_process_throughput"], large["starved_threshold"]) == \
-        (1909879.0, 173625.0, 8681.3)
+        (1533290.0, 139390.0, 6969.5)
+    assert (small["thrashing_after"], large["thrashing_after"]) == (4, 6)
+    assert "large: N*=11 in (6, 11]: paging 95.1 major faults/s > 50.0/s (1.9x); starved 1 of 11" in p.stdout
+    assert large["reasons"][1] == {"test": "starved", "value": 2715.6, "limit": 6969.5, "margin": 2.57,
+                                   "processes": 1, "against": "E(N)/20"}
     assert large["slowest_at_n"] == 2716 and large["throughput_at_n"] == large["peak_throughput"]
     for row in (small, large):
         assert abs(row["thrashing_n"] - row["predicted_n"]) < 1
@@ -610,10 +646,22 @@ def test_sum_collapse_alone_is_still_a_knee(tmp_path):
     run = tmp_path / "run"
     shutil.copytree(ROOT / F / "good", run)
     for r in (1, 2):
+        for k in (1, 2):     # N=2 in memory: the speed baseline (N=1 is none), T0 = 10.15M
+            w = run / f"small/case2/n-02/r-{r}/work-{k}.json"
+            w.write_text(json.dumps({**json.loads(w.read_text()), "majflt": 3, "majflt_timed": 3}))
+        # ... in its profile too: 3 major faults per process, at registration
+        prof = run / f"small/case2/n-02/r-{r}/profile.csv"
+        lines = prof.read_text().splitlines()
+        head, rows = lines[0], [line.split(",") for line in lines[1:]]
+        seen = set()
+        for row in rows:
+            row[4] = "0" if row[2] in seen else "3"
+            seen.add(row[2])
+        prof.write_text("\n".join([head] + [",".join(row) for row in rows]) + "\n")
         for k in (1, 2, 3):
             w = run / f"small/case2/n-03/r-{r}/work-{k}.json"
             obj = json.loads(w.read_text())
-            obj["accesses_per_s"] = 900_000.0       # sum 2.7M < 3.0M; each 0.45 x E(3): not starved
+            obj["accesses_per_s"] = 900_000.0       # sum 2.7M < 5.08M; each 0.27 x E(3): not starved
             w.write_text(json.dumps(obj))
         rj = run / f"small/case2/n-03/r-{r}/run.json"
         obj = json.loads(rj.read_text())
@@ -621,6 +669,8 @@ def test_sum_collapse_alone_is_still_a_knee(tmp_path):
         rj.write_text(json.dumps(obj))
     js = json.loads(analysis("compare", run, "--no-plots", "--json").stdout)
     assert (js[0]["thrashing_n"], js[0]["collapse_at_n"], js[0]["starved_at_n"]) == (3, ["sum"], 0)
+    assert js[0]["baseline_n_values"] == [2]
+    assert js[0]["reasons"][1] == {"test": "sum", "value": 2_700_000.0, "limit": 5_075_000.0, "margin": 1.88}
 
 
 def test_usage_errors_exit_2():
@@ -657,8 +707,8 @@ def test_a_process_missing_from_the_profile_is_a_warning(tmp_path):
     assert p.returncode == 0
     assert p.stderr == (f"analysis: warning: {prof}: no record of pid 1004 (work-2.json); "
                         "profile columns left empty\n")
-    assert "small,pair-B,work-2,1004,L,no,64,4000,16384,,,5065,0,,\n" in p.stdout
-    assert "small,pair-B,total,,,,128,24000,32768,,,16765,0,,\n" in p.stdout
+    assert "small,pair-B,work-2,1004,L,no,64,4000,16384,,,5065,0,,,,\n" in p.stdout
+    assert "small,pair-B,total,,,,128,24000,32768,,,16765,0,,,,\n" in p.stdout
 
 
 def test_runner_details_timeouts_available_memory_and_fill(tmp_path):
@@ -688,5 +738,5 @@ def test_runner_details_timeouts_available_memory_and_fill(tmp_path):
     w.write_text(json.dumps(obj))
     p = analysis("case1", run, "--no-plots", "--format", "csv")
     assert p.returncode == 0 and p.stderr == ""
-    assert "large,pair-B,work-1,1103,R,yes,64,20000,16384,16414,0,16534,0,11550,16384\n" in p.stdout
-    assert "large,pair-B,work-2,1104,L,no,64,4000,16384,16414,0,16534,0,,\n" in p.stdout
+    assert "large,pair-B,work-1,1103,R,yes,64,20000,16384,16414,0,16534,0,11550,16384,1.002,\n" in p.stdout
+    assert "large,pair-B,work-2,1104,L,no,64,4000,16384,16414,0,16534,0,,,,\n" in p.stdout

@@ -151,6 +151,44 @@ def test_results_complete_and_verified(both_cases, provisioned):
         assert json.loads((m / "case1" / "params.json").read_text())["fill"] is False
 
 
+def _analysis(args, env):
+    return run([tool("python"), "-m", "analysis", *args, "--no-plots"], env=env, timeout=300)
+
+
+def test_analysis_on_the_collected_run(both_cases, provisioned):
+    """The analysis on what the VMs collected: compare's prediction from each machine's own
+    params.json, no knee where 2 x 16 MiB fits in memory (every process's getrusage shows so),
+    and Case Study 1's measured / expected ratio consistent with its flag and with getrusage."""
+    env, run_dir = both_cases["env"], both_cases["dir"]
+    p = _analysis(["compare", str(run_dir), "--json"], env)
+    assert p.returncode == 0, p.stdout + p.stderr
+    rows = {r["machine"]: r for r in json.loads(p.stdout)}
+    assert sorted(rows) == sorted(provisioned.names)
+    for name, row in rows.items():
+        params = json.loads((run_dir / name / "case2" / "params.json").read_text())
+        assert row["work_mb"] == params["work_mb"] == 16
+        assert row["predicted_n"] == pytest.approx(params["mem_available_kb"] / 1024 / 16, abs=0.01)
+        assert row["predicted_n"] > 3
+        majflts = [json.loads((run_dir / name / "case2" / f"n-{n:02d}" / "r-1" / f"work-{k}.json").read_text())
+                   ["majflt"] for n in (1, 2) for k in range(1, n + 1)]
+        assert max(majflts) <= 50, majflts          # in memory by rule 1 of analysis.knee
+        assert (row["thrashing_n"], row["thrashing_after"], row["reasons"]) == (None, None, None)
+        assert row["n_values"] == [1, 2]
+    p = _analysis(["case1", str(run_dir), "--format", "csv"], env)
+    assert p.returncode == 0, p.stdout + p.stderr
+    import csv
+    import io
+    procs = [r for r in csv.DictReader(io.StringIO(p.stdout)) if r["proc"] != "total"]
+    assert len(procs) == 4 * len(provisioned.names)
+    for r in procs:
+        # the profile counts from the registration, getrusage the whole life: never more
+        assert int(r["minflt_profile"]) <= int(r["minflt_work"])
+        if r["mode"] == "R":
+            ratio = float(r["ratio"])
+            assert ratio == pytest.approx(int(r["minflt_profile"]) / float(r["expected_minflt"]), abs=1e-3)
+            assert r["flag"] == ("over" if ratio > 1.02 else "under" if ratio < 0.98 else "")
+
+
 def test_collector_pulls_again_by_hand(both_cases):
     """`python -m collector pull --run ID` by hand gives the same verified files."""
     env = both_cases["env"]

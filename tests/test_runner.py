@@ -201,13 +201,17 @@ FAKE_WORK = textwrap.dedent(r'''
         print("work: bad arguments", file=sys.stderr); sys.exit(2)
     reg = os.path.join(os.environ["FAKE_PFPROF"], "reg", str(os.getpid()))
     open(reg, "w").close()
+    t_fill = time.monotonic()
     def bye(*_):
-        # like work: SIGTERM ends the run early, JSON with "interrupted": true, exit 0
+        # like work: SIGTERM ends the run early, JSON with the counts so far and
+        # "interrupted": true, exit 0
         os.unlink(reg)
-        print(json.dumps({"pid": os.getpid(), "mb": mb, "accesses": 0, "interrupted": True}))
+        secs = time.monotonic() - t_fill
+        print(json.dumps({"pid": os.getpid(), "mb": mb, "mode": mode, "accesses": 700, "seconds": secs,
+                          "accesses_per_s": 700 / secs, "minflt": mb * 256, "majflt": 1234,
+                          "majflt_timed": 1200, "utime_s": 0.05, "stime_s": 0.2, "interrupted": True}))
         sys.exit(0)
     signal.signal(signal.SIGTERM, bye)
-    t_fill = time.monotonic()
     if "barrier" in opts:
         path, n = opts["barrier"]
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
@@ -317,7 +321,7 @@ MACHINE = ["--machine", "small", "--memory-mb", "256", "--swap-mb", "512", "--cp
 def test_case2_end_to_end_with_fakes(fake):
     rc, plan, err = fake.run("case2-start", "--run-id", "t1", *MACHINE, "--lab-min-memory-mb", "256",
                              "--n-values", "1,3", "--repeats", "2", "--seconds", "0.3", "--timeout", "30")
-    assert plan["work_mb"] == 36 and plan["n_values"] == [1, 3]
+    assert plan["work_mb"] == 34 and plan["n_values"] == [1, 3]     # 150 MiB / 36 = 4.17: too near 4
     assert plan["points"] == [{"n": 1, "repeat": 1}, {"n": 3, "repeat": 1}, {"n": 1, "repeat": 2},
                               {"n": 3, "repeat": 2}]
     for p in plan["points"]:
@@ -329,8 +333,8 @@ def test_case2_end_to_end_with_fakes(fake):
     assert facts["mem_available_kb"] == 153600 and facts["machine"] == "small" and facts["page_size"] > 0
     assert facts["pfprof_params"] == {"interval_ms": 50} and facts["swappiness"] == 60
     params = json.loads((run / "case2" / "params.json").read_text())
-    assert params["work_mb"] == 36 and params["n_values"] == [1, 3] and params["repeats"] == 2
-    assert params["variables"]["case2_work_mb"] == 36 and params["ended"]
+    assert params["work_mb"] == 34 and params["n_values"] == [1, 3] and params["repeats"] == 2
+    assert params["variables"]["case2_work_mb"] == 34 and params["ended"]
     assert (run / "case2" / "DONE").is_file()
     pdir = run / "case2" / "n-03" / "r-2"
     names = sorted(os.listdir(pdir))
@@ -348,7 +352,7 @@ def test_case2_end_to_end_with_fakes(fake):
     assert rj["overlap_s"] is not None and rj["overlap_s"] > 0.2
     assert "--barrier" in rj["commands"]["work"][0] and rj["commands"]["work"][0].endswith(" 3")
     w = json.loads((pdir / "work-2.json").read_text())
-    assert w["mb"] == 36 and w["accesses_per_iteration"] == 10000
+    assert w["mb"] == 34 and w["accesses_per_iteration"] == 10000
     prof = (pdir / "profile.csv").read_text().splitlines()
     assert prof[0] == "ts_ns,jiffies,pid,minflt,majflt,cpu_ns,flags" and len(prof) == 4
     samples = (pdir / "psi-samples.csv").read_text().splitlines()
@@ -360,18 +364,55 @@ def test_case2_end_to_end_with_fakes(fake):
 
 def test_case2_auto_plan(fake):
     rc, plan, err = fake.run("case2-start", "--run-id", "t2", *MACHINE, "--lab-min-memory-mb", "256")
-    assert plan["work_mb"] == 36
-    assert plan["n_values"] == tr.plan_n_values(150, 512, 36)["n_values"]
-    assert plan["predicted_n"] == round(150 / 36, 3)
+    # the fake machine's MemAvailable (150 MiB) / the lab's 36 MiB is 4.17, near the edge: 34 MiB (4.41)
+    assert plan["work_mb"] == 34
+    assert plan["n_values"] == tr.plan_n_values(150, 512, 34)["n_values"] == [1, 3, 4, 5, 6, 7]
+    assert plan["predicted_n"] == round(150 / 34, 3)
+    params = json.loads((fake.results / "t2/case2/params.json").read_text())
+    assert params["work_mb"] == 34 and params["plan"]["sizing"]["common_mb"] == 36
+    assert params["requested"]["work_mb"] == "auto"
     p = subprocess.run([sys.executable, str(RUNNER), "plan-case2", "--mem-available-mb", "400", "--swap-mb", "512",
                         "--lab-min-memory-mb", "256"], capture_output=True, text=True, check=True)
     plan = json.loads(p.stdout.splitlines()[-1][len(tr.RESULT_MARK):])
-    assert plan["n_values"] == [1, 6, 11, 12, 13, 17] and plan["work_mb"] == 36
+    assert plan["n_values"] == [1, 6, 11, 12, 13, 18] and plan["work_mb"] == 35     # 400/36 = 11.1 -> 11.43
+
+
+@pytest.mark.parametrize("lab_min", [192, 256, 320, 512, 1024])
+def test_auto_work_mb_keeps_the_prediction_off_the_edge(lab_min):
+    """Issue 16: with N x work_mb within 1-2% of MemAvailable for one N, whether that N thrashes
+    is a coin toss.  Over MemAvailable from 60 MiB to 4 GiB the auto size keeps the prediction at
+    least 0.3 from an integer, within 15% (30% where whole MiB step over the window) of the
+    lab's common size, and the plan brackets it."""
+    common = tr.plan_work_mb(lab_min)
+    for avail in [60 + 0.7 * i for i in range(5000)]:
+        sizing = tr.plan_case2_work_mb(avail, lab_min)
+        w, p = sizing["work_mb"], avail / sizing["work_mb"]
+        assert abs(w - common) <= 0.3 * common
+        if sizing["warnings"]:
+            # only below 1.3 (nothing fits the latitude) or past 40 processes, where one MiB
+            # moves the prediction by more than the 0.4-wide window
+            assert (p < 1.3 or p > 40) and "no size within 30%" in sizing["warnings"][0]
+            continue
+        assert abs(p - round(p)) >= 0.3 - 1e-9
+        assert sizing["predicted_n"] == round(p, 3)
+        plan = tr.plan_n_values(avail, 512, w)
+        if p < 1:                     # not even one process fits: nothing to bracket (the plan warns)
+            assert "does not bracket" in plan["warnings"][-1]
+            continue
+        assert any(n < p for n in plan["n_values"]) and any(n > p for n in plan["n_values"]), (avail, plan)
+        assert not [x for x in plan["warnings"] if "bracket" in x]
+    # a size already off the edge is kept: the same size on every machine where possible
+    assert tr.plan_case2_work_mb(157.6, 256)["work_mb"] == 36
+
+
+def test_plan_warns_when_the_sweep_does_not_bracket_the_prediction():
+    plan = tr.plan_n_values(150, 512, 34, points=1)
+    assert plan["n_values"] == [1] and "does not bracket the prediction 4.41" in plan["warnings"][-1]
 
 
 def test_case2_timeout_is_recorded(fake):
     fake.run("case2-start", "--run-id", "t3", *MACHINE, "--work-mb", "8", "--n-values", "2",
-             "--seconds", "0.2", "--timeout", "1.5")
+             "--seconds", "0.2", "--timeout", "4")   # room for the fakes to start under load
     t0 = time.monotonic()
     rc, res, err = fake.run("case2-point", "--run-id", "t3", "--n", "2", "--repeat", "1", env={"FAKE_WORK": "hang"})
     assert time.monotonic() - t0 < 30
@@ -380,7 +421,13 @@ def test_case2_timeout_is_recorded(fake):
     # stopped at the timeout: 124 whatever they exited with (work exits 0 after SIGTERM)
     assert rj["timed_out"] and rj["killed"] == [1, 2] and rj["exit_codes"] == [124, 124]
     assert rj["exit_codes_raw"] == [0, 0] and rj["overlap_s"] is None
-    assert json.loads((fake.results / "t3/case2/n-02/r-1/work-1.json").read_text())["interrupted"] is True
+    # every process's JSON is kept, with the partial counts it printed after SIGTERM
+    for k in (1, 2):
+        w = json.loads((fake.results / f"t3/case2/n-02/r-1/work-{k}.json").read_text())
+        assert w["interrupted"] is True and w["accesses"] == 700 and w["majflt"] == 1234
+        assert w["accesses_per_s"] == pytest.approx(700 / w["seconds"])
+    assert rj["missing_json"] == [] and rj["majflt_sum"] == 2 * 1234
+    assert rj["accesses_per_s_sum"] > 0
     # the monitor stopped by itself once the killed processes were gone
     assert rj["monitor"]["exit_code"] == 0
 
