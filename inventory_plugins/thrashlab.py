@@ -12,7 +12,7 @@ short_description: The machines of a thrashlab lab file, with their testbed's SS
 description:
   - Reads the lab file (option O(lab), else the environment variable E(THRASHLAB_LAB),
     else C(lab.yml) at the repository root) and adds every machine to the group C(lab)
-    and to C(lab_<lab name>), with the host variables C(memory_mb), C(swap_mb), C(cpus),
+    and to C(lab_<lab name>), with the host variables C(memory_mb), C(swap_mb), C(cpus), C(suite),
     C(lab_name), C(thrashlab_lab_file) and C(thrashlab_backend).
   - "Connection settings come from the first testbed found:
     (1) the local QEMU testbed of C(python -m localvm up), described by
@@ -167,6 +167,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable):
             self.inventory.add_host(m.name, group=GROUP)
             self.inventory.add_child(lab_group, m.name)
             for key, value in (("memory_mb", m.memory_mb), ("swap_mb", m.swap_mb), ("cpus", m.cpus),
+                               ("suite", m.suite),
                                ("lab_name", lab.name), ("thrashlab_lab_file", str(lab.path))):
                 self.inventory.set_variable(m.name, key, value)
 

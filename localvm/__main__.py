@@ -1,6 +1,8 @@
 """python -m localvm: the lab's VMs under local QEMU (KVM if usable, else TCG).
 
-    python -m localvm image [--rebuild]     build or reuse the cached base image
+    python -m localvm image [--rebuild] [--suite S]
+                                           build or reuse the cached base image of every
+                                           suite the lab's machines use (or of suite S)
     python -m localvm up                   boot every machine of the lab
     python -m localvm status               what runs, on which port
     python -m localvm ssh NAME [CMD...]    a shell or a command on a VM, as root
@@ -16,6 +18,8 @@ import json
 import os
 import sys
 
+from thrashlab.lab import SUITES
+
 
 def _testbed(args):
     from thrashlab.lab import load_lab
@@ -26,9 +30,15 @@ def _testbed(args):
 
 def cmd_image(args) -> int:
     from .image import build_image
-    image = build_image(rebuild=args.rebuild)
-    info = image.info()
-    print(f"{image.dir} (kernel {info['kernel_release']}, key {info['key']})")
+    if args.suite:
+        suites = args.suite
+    else:
+        from thrashlab.lab import load_lab
+        suites = load_lab(args.lab).suites
+    for suite in suites:
+        image = build_image(rebuild=args.rebuild, suite=suite)
+        info = image.info()
+        print(f"{suite}: {image.dir} (kernel {info['kernel_release']}, key {info['key']})")
     return 0
 
 
@@ -104,6 +114,8 @@ def main(argv=None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("image", help="build or reuse the cached VM base image")
     p.add_argument("--rebuild", action="store_true", help="build even if a cached image exists")
+    p.add_argument("--suite", action="append", choices=SUITES,
+                   help="build this suite's image (repeatable; default: every suite of the lab file)")
     p.set_defaults(func=cmd_image)
     p = sub.add_parser("up", help="boot every machine of the lab")
     p.set_defaults(func=cmd_up)

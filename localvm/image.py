@@ -25,7 +25,10 @@ from thrashlab.progress import Progress, format_duration
 
 GUEST_DIR = Path(__file__).resolve().parent / "guest"
 IMAGE_FORMAT = 1  # bump when the build steps below change meaning
-SUITE = "bookworm"
+SUITE = "bookworm"  # the default suite (a lab file's machines may choose another)
+# Per-suite apt options: sid's Release file on a mirror may be past its
+# Valid-Until (shared/docs/local-vm-notes.md), which apt otherwise refuses.
+APT_OPTIONS = {"sid": ['Acquire::Check-Valid-Until "false"']}
 DISK_SIZE = "8G"  # sparse: holds swap files up to a few GiB and the builds
 PACKAGES = [
     "linux-image-amd64", "linux-headers-amd64", "gcc", "make", "libc6-dev",
@@ -76,18 +79,21 @@ class Image:
         return all(p.is_file() for p in (self.disk, self.kernel, self.initrd, self.info_path))
 
 
-def image_inputs() -> dict:
+def image_inputs(suite: str = SUITE) -> dict:
     guest_files = {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
                    for p in sorted(GUEST_DIR.iterdir()) if p.is_file()}
-    return {
+    inputs = {
         "format": IMAGE_FORMAT,
-        "suite": SUITE,
+        "suite": suite,
         "packages": sorted(PACKAGES),
         "dpkg_options": DPKG_OPTIONS,
         "disk_size": DISK_SIZE,
         "guest_files": guest_files,
         "archive": aptsources.debian_archive_uri(),
     }
+    if APT_OPTIONS.get(suite):  # only where set, so that other suites keep their keys
+        inputs["apt_options"] = APT_OPTIONS[suite]
+    return inputs
 
 
 def image_key(inputs: dict | None = None) -> str:
@@ -95,8 +101,8 @@ def image_key(inputs: dict | None = None) -> str:
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def cached_image() -> Image:
-    return Image(cache_root() / "images" / f"{SUITE}-{image_key()}")
+def cached_image(suite: str = SUITE) -> Image:
+    return Image(cache_root() / "images" / f"{suite}-{image_key(image_inputs(suite))}")
 
 
 def _check_tools() -> None:
@@ -121,13 +127,13 @@ def _run(cmd: list[str], log: Path, progress: Progress, what: str) -> None:
         raise ImageError(f"{what} failed (exit {proc.returncode}); last lines of {log}:\n{tail}")
 
 
-def build_image(rebuild: bool = False, progress: Progress | None = None) -> Image:
-    """Return the cached image for the current inputs, building it if needed."""
+def build_image(rebuild: bool = False, progress: Progress | None = None, suite: str = SUITE) -> Image:
+    """Return the cached image of ``suite`` for the current inputs, building it if needed."""
     progress = progress or Progress()
-    inputs = image_inputs()
-    image = Image(cache_root() / "images" / f"{SUITE}-{image_key(inputs)}")
+    inputs = image_inputs(suite)
+    image = Image(cache_root() / "images" / f"{suite}-{image_key(inputs)}")
     if image.complete() and not rebuild:
-        progress.say(f"image: cached at {image.dir}")
+        progress.say(f"image: {suite}: cached at {image.dir}")
         return image
     _check_tools()
     started = time.monotonic()
@@ -137,7 +143,7 @@ def build_image(rebuild: bool = False, progress: Progress | None = None) -> Imag
     log.write_text("")
     try:
         rootfs = work / "rootfs"
-        sources = aptsources.write_sources_for_suite(SUITE, work / "sources.list")
+        sources = aptsources.write_sources_for_suite(suite, work / "sources.list")
         essential_hook = (
             f'mkdir -p "$1/etc/initramfs-tools/conf.d" "$1/usr/share/initramfs-tools/modules.d" && '
             f'cp {GUEST_DIR}/initramfs-thrashlab.conf "$1/etc/initramfs-tools/conf.d/thrashlab.conf" && '
@@ -145,10 +151,11 @@ def build_image(rebuild: bool = False, progress: Progress | None = None) -> Imag
         cmd = ["mmdebstrap", "--mode=root", "--variant=minbase",
                "--include=" + ",".join(PACKAGES),
                *[f"--dpkgopt={o}" for o in DPKG_OPTIONS],
+               *[f"--aptopt={o}" for o in APT_OPTIONS.get(suite, [])],
                f"--essential-hook={essential_hook}",
                f'--customize-hook=sh {GUEST_DIR}/customize.sh "$1"',
-               SUITE, str(rootfs), str(sources)]
-        _run(cmd, log, progress, f"debootstrapping {SUITE} with mmdebstrap (about 1-2 minutes)")
+               suite, str(rootfs), str(sources)]
+        _run(cmd, log, progress, f"debootstrapping {suite} with mmdebstrap (about 1-2 minutes)")
         kernels = sorted((rootfs / "boot").glob("vmlinuz-*"))
         initrds = sorted((rootfs / "boot").glob("initrd.img-*"))
         if not kernels or not initrds:
@@ -172,7 +179,7 @@ def build_image(rebuild: bool = False, progress: Progress | None = None) -> Imag
         if image.dir.exists():
             shutil.rmtree(image.dir)
         os.replace(work, image.dir)
-        progress.say(f"image: built in {format_duration(time.monotonic() - started)} "
+        progress.say(f"image: {suite}: built in {format_duration(time.monotonic() - started)} "
                      f"(kernel {kernel_release}) at {image.dir}")
         return image
     except BaseException:

@@ -285,7 +285,11 @@ class Testbed:
                 break  # not a port collision: retrying will not help
         raise TestbedError(f"{m.name}: QEMU did not start: {last_error}")
 
-    def up(self, image: Image | None = None) -> dict:
+    def images(self) -> dict[str, Image]:
+        """The cached image of every suite the lab's machines run, built where missing."""
+        return {suite: build_image(progress=self.progress, suite=suite) for suite in self.lab.suites}
+
+    def up(self, images: dict[str, Image] | None = None) -> dict:
         statuses = self.status()
         if all(s.state == "running" for s in statuses) and self.state_file.exists():
             self.progress.say(f"testbed {self.lab.name}: already running "
@@ -298,24 +302,27 @@ class Testbed:
             self.progress.say(f"testbed {self.lab.name}: cleaning up a partial or crashed testbed first")
             self.down(quiet=True)
         self._check_host_memory()
-        image = image or build_image(progress=self.progress)
-        accel = qemu.choose_accelerator(image.kernel, say=self.progress.say)
+        images = images or self.images()
+        first = images[self.lab.machines[0].suite]
+        accel = qemu.choose_accelerator(first.kernel, say=self.progress.say)
         self._ensure_keys()
         ports: dict[str, int] = {}
         try:
             for m in self.lab.machines:
-                self.progress.say(f"booting ({m.memory_mb} MiB, {m.cpus} vCPU, {accel})", m.name)
-                ports[m.name] = self._launch(m, image, accel)
+                self.progress.say(f"booting ({m.memory_mb} MiB, {m.cpus} vCPU, {m.suite}, {accel})", m.name)
+                ports[m.name] = self._launch(m, images[m.suite], accel)
             self._write_client_files(ports)
             state = {
                 "lab": str(self.lab.path), "lab_name": self.lab.name, "accelerator": accel,
-                "image": str(image.dir), "kernel_release": image.info().get("kernel_release"),
+                "image": str(first.dir), "kernel_release": first.info().get("kernel_release"),
                 "ssh_key": str(self.key), "known_hosts": str(self.known_hosts),
                 "ssh_config": str(self.ssh_config),
                 "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "machines": {m.name: {"host": "127.0.0.1", "port": ports[m.name], "user": "root",
                                       "pid": self.our_pid(m.name), "memory_mb": m.memory_mb,
-                                      "cpus": m.cpus, "swap_mb": m.swap_mb}
+                                      "cpus": m.cpus, "swap_mb": m.swap_mb, "suite": m.suite,
+                                      "image": str(images[m.suite].dir),
+                                      "kernel_release": images[m.suite].info().get("kernel_release")}
                              for m in self.lab.machines},
             }
             self._write_state(state)

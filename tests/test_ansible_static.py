@@ -173,7 +173,13 @@ LAB_FILES = sorted((REPO / "labs").glob("*.yml")) + [REPO / "lab.yml"]
 
 @pytest.mark.parametrize("lab", LAB_FILES, ids=lambda p: str(p.relative_to(REPO)))
 def test_vagrant_validate(lab, isolated_env):
+    from thrashlab.lab import load_lab
     proc = vagrant_validate({**isolated_env, "THRASHLAB_LAB": str(lab)})
+    if "sid" in {m.suite for m in load_lab(lab).machines}:
+        # Debian publishes no sid box: said plainly, naming the machine.
+        assert proc.returncode != 0
+        assert "suite sid: Debian publishes no Vagrant box" in proc.stdout + proc.stderr
+        return
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "validated successfully" in proc.stdout
 
@@ -184,6 +190,7 @@ def test_vagrant_validate(lab, isolated_env):
     ("machines:\n  - name: a\n    memory_mb: 256\n  - name: a\n    memory_mb: 256\n", "duplicate"),
     ("defaults:\n  disk_gb: 3\nmachines:\n  - name: a\n    memory_mb: 256\n", "unknown key"),
     ("machines: [\n", "not valid YAML"),
+    ("machines:\n  - name: a\n    memory_mb: 256\n    suite: buster\n", "suite is \"buster\", expected one of"),
 ])
 def test_vagrant_bad_lab_file_is_a_clear_error(text, reason, tmp_path, isolated_env):
     lab = tmp_path / "bad.yml"
@@ -212,7 +219,7 @@ def test_vagrant_reads_lab_defaults_like_the_python_parser():
     for path, got in zip(LAB_FILES, json.loads(proc.stdout)):
         lab = load_lab(path)
         assert got["name"] == lab.name
-        assert [{k: m[k] for k in ("name", "memory_mb", "cpus", "swap_mb")} for m in got["machines"]] == \
+        assert [{k: m[k] for k in ("name", "memory_mb", "cpus", "swap_mb", "suite")} for m in got["machines"]] == \
             [m.as_dict() for m in lab.machines]
 
 

@@ -47,6 +47,19 @@ machines:
     assert lab.name == "lab"  # from the file name
 
 
+def test_suite_defaults_to_bookworm_and_lists_each_suite_once(tmp_path):
+    lab = load_lab(write(tmp_path, """
+defaults: {suite: trixie}
+machines:
+  - {name: a, memory_mb: 256}
+  - {name: b, memory_mb: 256, suite: sid}
+  - {name: c, memory_mb: 256, suite: trixie}
+"""))
+    assert [m.suite for m in lab.machines] == ["trixie", "sid", "trixie"]
+    assert lab.suites == ["trixie", "sid"]
+    assert load_lab(REPO / "lab.yml").suites == ["bookworm"]
+
+
 def test_env_variable_selects_the_lab(tmp_path, monkeypatch):
     path = write(tmp_path, "machines: [{name: only, memory_mb: 256}]\n", "mine.yml")
     monkeypatch.setenv("THRASHLAB_LAB", str(path))
@@ -68,6 +81,9 @@ def test_env_variable_selects_the_lab(tmp_path, monkeypatch):
     ("vms: []", "unknown key(s) vms"),
     ("defaults: {ram: 1}\nmachines: [{name: a, memory_mb: 256}]", "unknown key(s) in defaults: ram"),
     ("- just a list", "expected a mapping"),
+    ("machines: [{name: a, memory_mb: 256, suite: buster}]",
+     "machine 'a': suite is 'buster', expected one of bookworm, trixie, sid"),
+    ("defaults: {suite: 12}\nmachines: [{name: a, memory_mb: 256}]", "machine 'a': suite is 12, expected one of"),
     ("machines: [{name: a, memory_mb: 256}\n", "not valid YAML"),
 ])
 def test_bad_lab_files_say_where_and_why(tmp_path, text, message):

@@ -60,9 +60,8 @@ class Job:
     def bring_up(self, bed, *setup_extra: str) -> dict:
         """The first steps of every job: image, boot (the testbed's state is
         returned), setup."""
-        from localvm.image import build_image
-        image = self.step("image", lambda: build_image(progress=self.progress))
-        state = self.step("boot", lambda: bed.up(image))
+        images = self.step("image", bed.images)
+        state = self.step("boot", lambda: bed.up(images))
         self.step("setup", self.playbook("playbooks/setup.yml", *setup_extra))
         return state or {}
 

@@ -6,6 +6,7 @@ A lab file is YAML::
     defaults:                # optional; values for machines that do not set them
       cpus: 1
       swap_mb: 512
+      suite: bookworm        # Debian suite of the image: bookworm | trixie | sid
     machines:
       - name: small
         memory_mb: 256
@@ -37,10 +38,12 @@ MAX_MEMORY_MB = 1024 * 1024
 MAX_CPUS = 256
 MAX_SWAP_MB = 1024 * 1024
 
-MACHINE_KEYS = {"name", "memory_mb", "cpus", "swap_mb"}
-DEFAULTABLE_KEYS = {"cpus", "swap_mb", "memory_mb"}
+MACHINE_KEYS = {"name", "memory_mb", "cpus", "swap_mb", "suite"}
+DEFAULTABLE_KEYS = {"cpus", "swap_mb", "memory_mb", "suite"}
 TOP_KEYS = {"name", "description", "defaults", "machines"}
-BUILTIN_DEFAULTS = {"cpus": 1, "swap_mb": 512}
+BUILTIN_DEFAULTS = {"cpus": 1, "swap_mb": 512, "suite": "bookworm"}
+# Debian suites a machine's image can be built from: kernel 6.1, 6.12, 7.x.
+SUITES = ("bookworm", "trixie", "sid")
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 
 
@@ -54,6 +57,7 @@ class Machine:
     memory_mb: int
     cpus: int
     swap_mb: int
+    suite: str = "bookworm"
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -77,6 +81,11 @@ class Lab:
     def names(self) -> list[str]:
         return [m.name for m in self.machines]
 
+    @property
+    def suites(self) -> list[str]:
+        """The Debian suites the machines run, each once, in the lab's order."""
+        return list(dict.fromkeys(m.suite for m in self.machines))
+
     def as_dict(self) -> dict:
         return {"name": self.name, "path": str(self.path), "description": self.description,
                 "machines": [m.as_dict() for m in self.machines]}
@@ -99,6 +108,12 @@ def _int_field(where: str, key: str, value, lo: int, hi: int) -> int:
         raise LabError(f"{where}: {key} is {value}, at least {lo} is needed{hint}")
     if value > hi:
         raise LabError(f"{where}: {key} is {value}, at most {hi} is allowed")
+    return value
+
+
+def _choice_field(where: str, key: str, value, choices: tuple[str, ...]) -> str:
+    if value not in choices or not isinstance(value, str):
+        raise LabError(f"{where}: {key} is {value!r}, expected one of {', '.join(choices)}")
     return value
 
 
@@ -149,6 +164,7 @@ def parse_lab(data, path: Path) -> Lab:
             memory_mb=_int_field(mwhere, "memory_mb", merged["memory_mb"], MIN_MEMORY_MB, MAX_MEMORY_MB),
             cpus=_int_field(mwhere, "cpus", merged["cpus"], 1, MAX_CPUS),
             swap_mb=_int_field(mwhere, "swap_mb", merged["swap_mb"], 0, MAX_SWAP_MB),
+            suite=_choice_field(mwhere, "suite", merged["suite"], SUITES),
         ))
     lab_name = data.get("name", path.resolve().stem)
     if not isinstance(lab_name, str) or not NAME_RE.match(lab_name):

@@ -82,6 +82,13 @@ module ThrashlabLoopback
     box = self.box
     accel, why = accelerator
     @lab = lab
+    # One box serves every machine: a lab that mixes suites needs localvm.
+    others = lab["machines"].reject { |m| m["suite"] == box[:suite] }
+    unless others.empty?
+      abort "thrashlab: the loopback layer boots one box (#{box[:name]}, #{box[:suite]}); machine(s) " \
+            "#{others.map { |m| m['name'] }.join(', ')} of #{lab['path']} want another suite: " \
+            "use python -m localvm for a lab that mixes suites"
+    end
     ensure_key
     # The layer is libvirt only: `vagrant up` needs no --provider.
     ENV["VAGRANT_DEFAULT_PROVIDER"] = "libvirt"
@@ -179,7 +186,8 @@ module ThrashlabLoopback
         "box #{name} is not added to this Vagrant (#{Vagrant.user_data_path})"
       end
     @box = { name: name || "thrashlab/bookworm", dir: dir, key: info && info["image_key"],
-             cmdline: (info && info["cmdline"]) || DEFAULT_CMDLINE, problem: problem }
+             cmdline: (info && info["cmdline"]) || DEFAULT_CMDLINE, problem: problem,
+             suite: (info && info["suite"]) || "bookworm" }
   end
 
   def self.boot_dir(box)
