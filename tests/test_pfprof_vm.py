@@ -1,11 +1,17 @@
-"""The pfprof module, work and monitor, proven inside a VM of the testbed.
+"""The pfprof module, work and monitor, proven inside VMs on every kernel
+the project claims: bookworm (6.1), trixie (6.12) and sid (7.x).
 
-Every test runs on the first machine of the provisioned testbed. The module
-fixture copies the working tree's kmod/, workloads/ and tests/pfprof/ to
-/opt/thrashlab when they differ from what setup installed, rebuilds them with
--Werror, and reloads the module; each test checks that the kernel log got no
-warning, BUG or oops while it ran. Helpers that must run fast or as another
-user live in tests/pfprof/ and run inside the guest.
+Every test runs once per suite (the ``guest`` fixture's parameter; ``-k
+bookworm`` picks one): bookworm on the first machine of the shared
+provisioned testbed, trixie and sid on the machines of a second testbed
+booted from tests/labs/newer-kernels.yml, provisioned with the same setup
+playbook and stopped at the end of the module (kept with
+THRASHLAB_KEEP_VMS=1). The fixture copies the working tree's kmod/,
+workloads/ and tests/pfprof/ to /opt/thrashlab when they differ from what
+setup installed, rebuilds them with -Werror, and reloads the module; each
+test checks that the kernel log got no warning, BUG or oops while it ran.
+Helpers that must run fast or as another user live in tests/pfprof/ and run
+inside the guest.
 """
 from __future__ import annotations
 
@@ -15,12 +21,15 @@ import io
 import json
 import math
 import re
+import os
 import shlex
+import sys
 import time
 import uuid
 from pathlib import Path
 
 import pytest
+from conftest import run, tool
 
 pytestmark = pytest.mark.vm
 
@@ -38,6 +47,8 @@ KERNEL_PROBLEMS = re.compile(
     r"sleeping function called from invalid context|scheduling while atomic|RCU stall|"
     r"soft lockup|hard LOCKUP")
 STAT_MINFLT, STAT_MAJFLT, STAT_UTIME, STAT_STIME = 7, 9, 11, 12  # after "pid (comm)"
+SUITES = ["bookworm", "trixie", "sid"]
+NEWER_KERNELS_LAB = REPO / "tests" / "labs" / "newer-kernels.yml"
 
 
 class Guest:
@@ -140,16 +151,42 @@ print(h.hexdigest())
 
 
 @pytest.fixture(scope="module")
-def guest(provisioned):
-    g = Guest(provisioned, provisioned.names[0])
+def newer_kernels():
+    """The trixie and sid machines, booted and set up like the shared testbed."""
+    from localvm.testbed import Testbed
+    from thrashlab.lab import load_lab
+    from thrashlab.progress import Progress
+
+    bed = Testbed(load_lab(NEWER_KERNELS_LAB), Progress(stream=sys.stderr))
+    try:
+        bed.up()
+        proc = run([tool("ansible-playbook"), "playbooks/setup.yml"],
+                   env={"THRASHLAB_LAB": str(NEWER_KERNELS_LAB)})
+        assert proc.returncode == 0, f"setup playbook failed:\n{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}"
+        yield bed
+    finally:
+        if not os.environ.get("THRASHLAB_KEEP_VMS"):
+            bed.down(quiet=True)
+
+
+@pytest.fixture(scope="module", params=SUITES)
+def guest(request):
+    if request.param == "bookworm":
+        bed = request.getfixturevalue("provisioned")
+        g = Guest(bed, bed.names[0])
+    else:
+        bed = request.getfixturevalue("newer_kernels")
+        g = Guest(bed, request.param)
+    release = g.out("uname -r").strip()
+    print(f"\n[pfprof] {request.param}: kernel {release}", file=sys.stderr)
     if _remote_digest(g) != _local_digest():
         # The working tree differs from what setup installed: test ours.
         for tree in SOURCES:
-            provisioned.put(g.name, REPO / tree, f"{REMOTE}/{tree}")
+            bed.put(g.name, REPO / tree, f"{REMOTE}/{tree}")
         g.sh(f"make -C {REMOTE}/kmod clean >/dev/null && make -C {REMOTE}/kmod WERROR=1 2>&1 && "
              f"make -C {REMOTE}/workloads clean >/dev/null && make -C {REMOTE}/workloads WERROR=1",
              timeout=1200)
-    provisioned.put(g.name, REPO / "tests" / "pfprof", HELPERS)
+    bed.put(g.name, REPO / "tests" / "pfprof", HELPERS)
     for helper in ("storm", "leaderexit"):
         g.sh(f"gcc -O2 -Wall -Wextra -Werror -pthread -o {HELPERS}/{helper} {HELPERS}/{helper}.c")
     g.sh("id student")
