@@ -471,10 +471,10 @@ def test_exit_with_the_reader_closed_ends_the_registration(guest):
 def test_pid_reuse_is_never_profiled(guest):
     """The old registration keeps the old process's numbers even when a new
     process gets the same pid before the tick notices the exit."""
-    guest.reload("interval_ms=2000")
+    guest.reload("interval_ms=4000")  # a slow emulated guest still reuses the pid between two ticks
     try:
         mon = guest.start_monitor("/tmp/pft-reuse.csv")
-        r = guest.json(f"python3 {HELPERS}/pidreuse.py --interval-ms 2000")
+        r = guest.json(f"python3 {HELPERS}/pidreuse.py --interval-ms 4000")
         guest.stop_monitor(mon)
         rows = _work_rows(guest.csv_rows("/tmp/pft-reuse.csv"), r["pid"])
     finally:
