@@ -738,18 +738,20 @@ def test_monitor_reports_drops(guest):
 
 def test_sums_exact_across_drops_with_a_stalled_reader(guest, capsys):
     """The smallest ring (buffer_pages=2), a 1 ms tick and a reader stopped
-    while six processes fault and end (three by exit, three by "U"), all
-    of them ended and reaped while it is stopped: records are dropped, yet
+    before six processes register, fault and end (three by exit, three by
+    "U"), all of them ended and reaped while it is stopped: records are
+    dropped, yet
     every registration's records sum to its getrusage since registration
     and end with EXIT (held, listed, until the reader made room)."""
     hz = guest.stats()["hz"]
     guest.reload("buffer_pages=2 interval_ms=1")
     try:
         mon = guest.start_monitor("/tmp/pft-dropsum.csv", "--until-idle")
+        # Stopped before the first registration: the ring (85 slots) fills
+        # within tens of ticks and stays full for the children's whole lives.
+        guest.sh(f"kill -STOP {mon}")
         job = guest.background(f"python3 {HELPERS}/dropsum.py --procs 6 --seconds 3",
                                "/tmp/pft-dropsum.json")
-        guest.wait_for("test $(awk '/^registered/ {print $2}' /proc/pfprof/stats) -ge 1", timeout=60)
-        guest.sh(f"kill -STOP {mon}")
         guest.wait_gone(job, timeout=300)  # every child ended and reaped, the reader still stopped
         stalled = guest.stats()
         listed = guest.status()
@@ -784,7 +786,7 @@ def test_sums_exact_across_drops_with_a_stalled_reader(guest, capsys):
                   f"cpu {cpu_ns / 1e9:.4f} s vs getrusage {hi[2] - c['before_r'][2]:.4f} s")
         assert lo[0] - c["after_r"][0] <= minflt <= hi[0] - c["before_r"][0], c
         assert lo[1] - c["after_r"][1] <= majflt <= hi[1] - c["before_r"][1], c
-        assert minflt > 1000  # it faulted while records were dropped
+        assert minflt > 300  # it faulted (64 pages a loop) while records were dropped
         assert lo[2] - c["after_r"][2] - 1 / hz - guest.cpu_slack <= cpu_ns / 1e9 \
             <= hi[2] - c["before_r"][2] + 1 / hz + guest.cpu_slack, c
 
