@@ -18,7 +18,7 @@
 /* Longest command accepted by PFPROF_STATUS ("R <pid>" / "U <pid>"). */
 #define PFPROF_CMD_MAX		32
 
-#define PFPROF_MAGIC		0x46525046u	/* "PFRF" in memory on little endian */
+#define PFPROF_MAGIC		0x46525046u	/* bytes "FPRF" in memory (little endian) */
 #define PFPROF_VERSION		1
 
 /*

@@ -13,24 +13,28 @@
 #include <linux/mm.h>
 #include <linux/timer.h>
 
-/* vma->vm_flags became const in 6.3; vm_flags_set() is the new writer. */
+/* vma->vm_flags became const in 6.3; vm_flags_set/clear() are the writers. */
 #ifdef PFPROF_HAVE_VM_FLAGS_SET
-#define pfprof_vm_flags_set(vma, flags)	vm_flags_set(vma, flags)
+#define pfprof_vm_flags_set(vma, flags)		vm_flags_set(vma, flags)
+#define pfprof_vm_flags_clear(vma, flags)	vm_flags_clear(vma, flags)
 #else
 static inline void pfprof_vm_flags_set(struct vm_area_struct *vma, unsigned long flags)
 {
 	vma->vm_flags |= flags;
 }
+
+static inline void pfprof_vm_flags_clear(struct vm_area_struct *vma, unsigned long flags)
+{
+	vma->vm_flags &= ~flags;
+}
 #endif
 
-/* del_timer*() were renamed timer_delete*() in 6.2 and removed in 6.15. */
-#ifdef PFPROF_HAVE_TIMER_DELETE
-#define pfprof_timer_delete(t)		timer_delete(t)
-#define pfprof_timer_delete_sync(t)	timer_delete_sync(t)
-#else
-#define pfprof_timer_delete(t)		del_timer(t)
-#define pfprof_timer_delete_sync(t)	del_timer_sync(t)
-#endif
+/*
+ * timer_delete()/timer_delete_sync() are used directly: every supported
+ * kernel has them (6.2; Debian's 6.1 has them from 6.1.84 on; del_timer*()
+ * are gone since 6.15), so no fallback is kept. A kernel without them fails
+ * to build with a clear "implicit declaration" error rather than silently.
+ */
 
 /*
  * Not needed, on purpose: from_timer()/timer_container_of() (6.16) - the

@@ -34,7 +34,13 @@ int pfprof_ring_init(unsigned int pages, unsigned int interval_ms);
 void pfprof_ring_exit(void);
 int pfprof_dev_init(void);
 void pfprof_dev_exit(void);
-void pfprof_ring_put(const struct pfprof_record *rec);	/* pfprof_lock held */
+/* What became of a record given to pfprof_ring_put(). */
+enum pfprof_put {
+	PFPROF_PUT_WRITTEN,	/* in the ring */
+	PFPROF_PUT_DROPPED,	/* ring full: counted in dropped, not written */
+	PFPROF_PUT_NO_READER,	/* /dev/pfprof is not open: no stream */
+};
+enum pfprof_put pfprof_ring_put(const struct pfprof_record *rec);	/* pfprof_lock held */
 void pfprof_ring_wake(void);
 void pfprof_ring_wake_due(bool ended);
 void pfprof_ring_show_stats(struct seq_file *m);	/* pfprof_lock held */

@@ -12,6 +12,10 @@
  *  - each registration holds a struct pid (identity: a reused pid number is
  *    another struct pid) and a task_struct reference (its ->signal keeps the
  *    final counts readable after the exit, even once the process is reaped);
+ *  - nothing is lost: a record that finds the ring full is not written and
+ *    its deltas stay with the registration until a record is written; a
+ *    registration that ended (exit or "U") stays listed until its EXIT record
+ *    is written, or until no reader has the device open (no stream to end);
  *  - the timer never sleeps and takes only tick_lock; the work and /proc
  *    writers take pfprof_lock; nobody waits for the timer or the work while
  *    holding either lock, so unregistering the last process cannot deadlock;
@@ -53,6 +57,11 @@ static unsigned int max_processes = 1024;
 module_param(max_processes, uint, 0444);
 MODULE_PARM_DESC(max_processes, "Most processes registered at once, 1-65536 (default 1024)");
 
+/* A quarter of the default max_processes: far above one lab's processes. */
+static unsigned int max_per_user = 256;
+module_param(max_per_user, uint, 0444);
+MODULE_PARM_DESC(max_per_user, "Most processes registered at once by one user (real uid of the registering opener), 1-65536 (default 256)");
+
 DEFINE_MUTEX(pfprof_lock);
 
 struct pfprof_counts {
@@ -65,15 +74,19 @@ struct pfprof_proc {
 	struct list_head node;
 	struct pid *pid;		/* identity of the process */
 	struct task_struct *task;	/* leader at registration, for ->signal */
+	kuid_t owner;			/* real uid of who registered it: max_per_user */
 	u32 nr;				/* tgid in the initial namespace */
-	bool first;			/* the next record is the first */
+	bool first;			/* no record written yet: the next is FIRST */
+	u32 end_flags;			/* EXIT[|UNREG] once ended; its record is pending */
 	struct pfprof_counts base;	/* at registration: status shows totals since */
-	struct pfprof_counts prev;	/* at the previous record: records carry deltas */
+	struct pfprof_counts prev;	/* at the last record written: records carry deltas */
+	struct pfprof_counts end;	/* final counts, frozen when it ended */
 };
 
 /* Under pfprof_lock. */
 static LIST_HEAD(pfprof_procs);
 static unsigned int pfprof_nr_procs;
+static unsigned int pfprof_nr_ending;	/* ended, final record not yet written */
 static struct {
 	u64 ticks;
 	u64 work_ns_sum, work_ns_max;
@@ -109,21 +122,30 @@ static void pfprof_read_counts(struct task_struct *task, struct pfprof_counts *c
 {
 	struct signal_struct *sig = task->signal;
 	struct task_struct *t;
-	unsigned int seq;
+	unsigned long irqflags;
+	int seq, nextseq = 0;
 
+	/*
+	 * As thread_group_cputime(): lockless first; if a writer got in the
+	 * way, take the lock the second time, so a group whose threads keep
+	 * exiting cannot keep the reader retrying.
+	 */
+	rcu_read_lock();
 	do {
-		seq = read_seqbegin(&sig->stats_lock);
+		seq = nextseq;
+		irqflags = read_seqbegin_or_lock_irqsave(&sig->stats_lock, &seq);
 		c->minflt = sig->min_flt;
 		c->majflt = sig->maj_flt;
 		c->cpu_ns = sig->sum_sched_runtime;
-		rcu_read_lock();
 		__for_each_thread(sig, t) {
 			c->minflt += READ_ONCE(t->min_flt);
 			c->majflt += READ_ONCE(t->maj_flt);
 			c->cpu_ns += READ_ONCE(t->se.sum_exec_runtime);
 		}
-		rcu_read_unlock();
-	} while (read_seqretry(&sig->stats_lock, seq));
+		nextseq = 1;	/* odd: lock on the next pass */
+	} while (need_seqretry(&sig->stats_lock, seq));
+	done_seqretry_irqrestore(&sig->stats_lock, seq, irqflags);
+	rcu_read_unlock();
 }
 
 /*
@@ -143,32 +165,60 @@ static bool pfprof_exited(struct pid *pid)
 	return exited;
 }
 
-/* Sample p and write its record. Returns true if the process has exited. */
-static bool pfprof_emit(struct pfprof_proc *p, u64 ts, u64 j, u32 flags)
+/* Counts now, or the frozen final ones of a registration that ended. */
+static void pfprof_counts_of(struct pfprof_proc *p, struct pfprof_counts *c)
+{
+	if (p->end_flags)
+		*c = p->end;
+	else
+		pfprof_read_counts(p->task, c);
+}
+
+/* The registration ended (exit or "U"): freeze its counts, its record is due. */
+static void pfprof_end(struct pfprof_proc *p, u32 end_flags)
+{
+	lockdep_assert_held(&pfprof_lock);
+	pfprof_read_counts(p->task, &p->end);
+	p->end_flags = end_flags;
+	pfprof_nr_ending++;
+}
+
+/*
+ * Sample p and try to write its record: the deltas since the last record
+ * that was written, so a dropped one is carried into the next. Returns true
+ * when the registration is over: its final record was written, or it ended
+ * while no reader has the device open (no stream to end; see kmod/README.md).
+ */
+static bool pfprof_emit(struct pfprof_proc *p, u64 ts, u64 j)
 {
 	struct pfprof_counts now;
 	struct pfprof_record rec;
 
 	/* Exit test first: counters read after it are the final ones. */
-	if (pfprof_exited(p->pid))
-		flags |= PFPROF_REC_EXIT;
-	pfprof_read_counts(p->task, &now);
-	if (p->first)
-		flags |= PFPROF_REC_FIRST;
+	if (!p->end_flags && pfprof_exited(p->pid))
+		pfprof_end(p, PFPROF_REC_EXIT);
+	pfprof_counts_of(p, &now);
 
 	rec = (struct pfprof_record) {
 		.ts_ns = ts,
 		.jiffies = j,
 		.pid = p->nr,
-		.flags = flags,
+		.flags = p->end_flags | (p->first ? PFPROF_REC_FIRST : 0),
 		.minflt = now.minflt - p->prev.minflt,
 		.majflt = now.majflt - p->prev.majflt,
 		.cpu_ns = now.cpu_ns - p->prev.cpu_ns,
 	};
-	p->prev = now;
-	p->first = false;
-	pfprof_ring_put(&rec);
-	return flags & PFPROF_REC_EXIT;
+	switch (pfprof_ring_put(&rec)) {
+	case PFPROF_PUT_WRITTEN:
+		p->prev = now;
+		p->first = false;
+		return p->end_flags;
+	case PFPROF_PUT_NO_READER:
+		return p->end_flags;
+	case PFPROF_PUT_DROPPED:
+	default:
+		return false;
+	}
 }
 
 static void pfprof_remove(struct pfprof_proc *p)
@@ -176,6 +226,8 @@ static void pfprof_remove(struct pfprof_proc *p)
 	lockdep_assert_held(&pfprof_lock);
 	list_del(&p->node);
 	pfprof_nr_procs--;
+	if (p->end_flags)
+		pfprof_nr_ending--;
 	put_task_struct(p->task);
 	put_pid(p->pid);
 	kfree(p);
@@ -237,7 +289,7 @@ static void tick_stop(void)
 {
 	spin_lock_bh(&tick_lock);
 	tick_running = false;
-	pfprof_timer_delete(&tick_timer);
+	timer_delete(&tick_timer);
 	spin_unlock_bh(&tick_lock);
 }
 
@@ -246,7 +298,7 @@ static void pfprof_sample_all(struct work_struct *work)
 	struct pfprof_proc *p, *tmp;
 	u64 start = ktime_get_ns();
 	u64 j = get_jiffies_64();
-	u64 expected, late, took;
+	u64 expected, late, locked, took;
 	bool ended = false;
 
 	spin_lock_bh(&tick_lock);
@@ -260,8 +312,9 @@ static void pfprof_sample_all(struct work_struct *work)
 		mutex_unlock(&pfprof_lock);
 		return;
 	}
+	locked = ktime_get_ns();	/* work_ns: the sampling, not the wait for the lock */
 	list_for_each_entry_safe(p, tmp, &pfprof_procs, node) {
-		if (pfprof_emit(p, start, j, 0)) {
+		if (pfprof_emit(p, start, j)) {
 			pfprof_remove(p);
 			ended = true;
 		}
@@ -269,7 +322,7 @@ static void pfprof_sample_all(struct work_struct *work)
 	if (!pfprof_nr_procs)
 		tick_stop();
 
-	took = ktime_get_ns() - start;
+	took = ktime_get_ns() - locked;
 	pfprof_stats.ticks++;
 	pfprof_stats.work_ns_sum += took;
 	pfprof_stats.work_ns_max = max(pfprof_stats.work_ns_max, took);
@@ -290,13 +343,24 @@ static struct pfprof_proc *pfprof_find(struct pid *pid)
 	return NULL;
 }
 
+static unsigned int pfprof_count_owned(kuid_t owner)
+{
+	struct pfprof_proc *p;
+	unsigned int n = 0;
+
+	lockdep_assert_held(&pfprof_lock);
+	list_for_each_entry(p, &pfprof_procs, node)
+		n += uid_eq(p->owner, owner);
+	return n;
+}
+
 /*
  * The rule of kill(2), applied to whoever opened the status file (not to
  * the writer, so a setuid program cannot be used as a confused deputy):
  * real or effective uid equal to the target's real or saved uid, or
  * CAP_SYS_ADMIN.
  */
-static bool pfprof_may_profile(struct file *file, struct task_struct *task)
+static bool pfprof_may_profile(const struct file *file, struct task_struct *task)
 {
 	const struct cred *cred = file->f_cred;
 	const struct cred *tcred;
@@ -350,22 +414,23 @@ int pfprof_register(struct file *file, int nr)
 		err = -EPERM;
 		goto out_put;
 	}
+	/* Allocated outside the lock; its failure is reported after the checks. */
 	p = kzalloc(sizeof(*p), GFP_KERNEL);
-	if (!p) {
-		err = -ENOMEM;
-		goto out_put;
-	}
-	p->pid = pid;
-	p->task = task;
-	p->nr = pid_nr(pid);
-	p->first = true;
 
 	mutex_lock(&pfprof_lock);
 	if (pfprof_find(pid)) {
-		err = -EEXIST;
-	} else if (pfprof_nr_procs >= max_processes) {
+		err = -EEXIST;	/* also while its final record is pending */
+	} else if (pfprof_nr_procs >= max_processes ||
+		   pfprof_count_owned(file->f_cred->uid) >= max_per_user) {
 		err = -ENOSPC;
+	} else if (!p) {
+		err = -ENOMEM;
 	} else {
+		p->pid = pid;
+		p->task = task;
+		p->owner = file->f_cred->uid;
+		p->nr = pid_nr(pid);
+		p->first = true;
 		pfprof_read_counts(task, &p->base);
 		p->prev = p->base;
 		list_add_tail(&p->node, &pfprof_procs);
@@ -399,13 +464,16 @@ int pfprof_unregister(struct file *file, int nr)
 	}
 	mutex_lock(&pfprof_lock);
 	p = pfprof_find(pid);
-	if (!p) {
-		err = -ENOENT;
+	if (!p || p->end_flags) {
+		err = -ENOENT;	/* an ended registration is no longer registered */
 	} else {
-		/* A last record so that the records sum to the totals. */
-		pfprof_emit(p, ktime_get_ns(), get_jiffies_64(),
-			    PFPROF_REC_EXIT | PFPROF_REC_UNREG);
-		pfprof_remove(p);
+		/*
+		 * A last record so that the records sum to the totals. If the
+		 * ring is full it stays listed and the ticks retry it.
+		 */
+		pfprof_end(p, PFPROF_REC_EXIT | PFPROF_REC_UNREG);
+		if (pfprof_emit(p, ktime_get_ns(), get_jiffies_64()))
+			pfprof_remove(p);
 		if (!pfprof_nr_procs)
 			tick_stop();
 		err = 0;
@@ -431,7 +499,10 @@ void pfprof_show_status(struct seq_file *m)
 		nr = pid_vnr(p->pid);
 		if (!nr)	/* not visible in the reader's pid namespace */
 			continue;
-		pfprof_read_counts(p->task, &now);
+		/* Only the processes the reader could register (opener's creds). */
+		if (!pfprof_may_profile(m->file, p->task))
+			continue;
+		pfprof_counts_of(p, &now);
 		seq_printf(m, "%d %llu %llu %llu\n", nr,
 			   now.minflt - p->base.minflt, now.majflt - p->base.majflt,
 			   now.cpu_ns - p->base.cpu_ns);
@@ -466,12 +537,39 @@ void pfprof_show_stats(struct seq_file *m)
 	seq_printf(m, "lateness_ns_mean %llu\n", pfprof_mean(pfprof_stats.late_ns_sum, pfprof_stats.ticks));
 	seq_printf(m, "lateness_ns_max %llu\n", pfprof_stats.late_ns_max);
 	seq_printf(m, "registered %u\n", pfprof_nr_procs);
+	seq_printf(m, "ending %u\n", pfprof_nr_ending);
 	seq_printf(m, "max_processes %u\n", max_processes);
+	seq_printf(m, "max_per_user %u\n", max_per_user);
 	seq_printf(m, "interval_ms %u\n", interval_ms);
 	seq_printf(m, "interval_ns %llu\n", interval_ns);
 	seq_printf(m, "buffer_pages %u\n", buffer_pages);
 	seq_printf(m, "hz %u\n", HZ);
 	mutex_unlock(&pfprof_lock);
+}
+
+/*
+ * The one teardown path, for unload and for a failed load: undoes whatever
+ * was set up, in reverse order. The user-visible entries go first, so no new
+ * registration or reader can come; then the timer and the work stop, with
+ * no lock held; only then are the registrations and the ring freed.
+ */
+static void pfprof_teardown(void)
+{
+	struct pfprof_proc *p, *tmp;
+
+	pfprof_proc_exit();	/* waits for /proc writers and readers in progress */
+	pfprof_dev_exit();	/* no reader: an open device holds the module */
+	tick_stop();
+	timer_delete_sync(&tick_timer);
+	if (pfprof_wq) {
+		destroy_workqueue(pfprof_wq);	/* waits for a queued or running work */
+		pfprof_wq = NULL;
+	}
+	mutex_lock(&pfprof_lock);
+	list_for_each_entry_safe(p, tmp, &pfprof_procs, node)
+		pfprof_remove(p);
+	mutex_unlock(&pfprof_lock);
+	pfprof_ring_exit();
 }
 
 static int __init pfprof_init(void)
@@ -480,60 +578,45 @@ static int __init pfprof_init(void)
 
 	if (interval_ms < 1 || interval_ms > 60000 ||
 	    buffer_pages < 2 || buffer_pages > 65536 ||
-	    max_processes < 1 || max_processes > 65536) {
-		pr_err("invalid parameter: interval_ms=%u buffer_pages=%u max_processes=%u\n",
-		       interval_ms, buffer_pages, max_processes);
+	    max_processes < 1 || max_processes > 65536 ||
+	    max_per_user < 1 || max_per_user > 65536) {
+		pr_err("invalid parameter: interval_ms=%u buffer_pages=%u max_processes=%u max_per_user=%u\n",
+		       interval_ms, buffer_pages, max_processes, max_per_user);
 		return -EINVAL;
 	}
 	/* The timer counts in jiffies: a shorter period is one jiffy. */
 	interval_ns = max_t(u64, (u64)interval_ms * NSEC_PER_MSEC, TICK_NSEC);
+	INIT_WORK(&sample_work, pfprof_sample_all);
+	timer_setup(&tick_timer, pfprof_tick, 0);
 
 	err = pfprof_ring_init(buffer_pages, interval_ms);
 	if (err)
-		return err;
+		goto fail;
 	/* High priority: sampling on time matters most when the machine thrashes. */
 	pfprof_wq = alloc_workqueue("pfprof", WQ_UNBOUND | WQ_HIGHPRI | WQ_MEM_RECLAIM, 1);
 	if (!pfprof_wq) {
 		err = -ENOMEM;
-		goto err_ring;
+		goto fail;
 	}
-	INIT_WORK(&sample_work, pfprof_sample_all);
-	timer_setup(&tick_timer, pfprof_tick, 0);
-
+	/* Last, what users can reach: the device, then the /proc files. */
 	err = pfprof_dev_init();
 	if (err)
-		goto err_wq;
+		goto fail;
 	err = pfprof_proc_init();
 	if (err)
-		goto err_dev;
-	pr_info("loaded: interval_ms=%u buffer_pages=%u max_processes=%u\n",
-		interval_ms, buffer_pages, max_processes);
+		goto fail;
+	pr_info("loaded: interval_ms=%u buffer_pages=%u max_processes=%u max_per_user=%u\n",
+		interval_ms, buffer_pages, max_processes, max_per_user);
 	return 0;
 
-err_dev:
-	pfprof_dev_exit();
-err_wq:
-	destroy_workqueue(pfprof_wq);
-err_ring:
-	pfprof_ring_exit();
+fail:
+	pfprof_teardown();
 	return err;
 }
 
 static void __exit pfprof_exit(void)
 {
-	struct pfprof_proc *p, *tmp;
-
-	pfprof_proc_exit();	/* waits for /proc writers and readers in progress */
-	pfprof_dev_exit();	/* no reader: an open device holds the module */
-	tick_stop();
-	pfprof_timer_delete_sync(&tick_timer);
-	destroy_workqueue(pfprof_wq);	/* waits for a queued or running work */
-
-	mutex_lock(&pfprof_lock);
-	list_for_each_entry_safe(p, tmp, &pfprof_procs, node)
-		pfprof_remove(p);
-	mutex_unlock(&pfprof_lock);
-	pfprof_ring_exit();
+	pfprof_teardown();
 }
 
 module_init(pfprof_init);

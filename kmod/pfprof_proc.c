@@ -8,6 +8,7 @@
  *   [blanks] ('R'|'U') blank+ digits [blanks]     blank: space, tab, newline
  * with 1 <= pid <= INT_MAX. Anything else is EINVAL and changes nothing.
  */
+#include <linux/ctype.h>
 #include <linux/kernel.h>
 #include <linux/proc_fs.h>
 #include <linux/seq_file.h>
@@ -93,21 +94,26 @@ static int stats_show(struct seq_file *m, void *v)
 	return 0;
 }
 
+/*
+ * status last: it is what starts the registrations (and the timer). On
+ * failure the caller's teardown calls pfprof_proc_exit().
+ */
 int pfprof_proc_init(void)
 {
 	pfprof_dir = proc_mkdir("pfprof", NULL);
 	if (!pfprof_dir)
 		return -ENOMEM;
-	/* World-writable like the classic lab: the permission check is per pid. */
-	if (!proc_create("status", 0666, pfprof_dir, &status_ops) ||
-	    !proc_create_single("stats", 0444, pfprof_dir, stats_show)) {
-		proc_remove(pfprof_dir);
+	if (!proc_create_single("stats", 0444, pfprof_dir, stats_show))
 		return -ENOMEM;
-	}
+	/* World-writable like the classic lab: the permission check is per pid. */
+	if (!proc_create("status", 0666, pfprof_dir, &status_ops))
+		return -ENOMEM;
 	return 0;
 }
 
+/* Safe to call whether or not pfprof_proc_init() ran or succeeded. */
 void pfprof_proc_exit(void)
 {
-	proc_remove(pfprof_dir);	/* waits for operations in progress */
+	proc_remove(pfprof_dir);	/* waits for operations in progress; NULL is fine */
+	pfprof_dir = NULL;
 }

@@ -9,8 +9,11 @@
  * counts it: unread records are never overwritten.
  *
  * Records are written only while the device is open: opening starts a new
- * stream (head, tail and dropped reset to 0). The device holds the module
- * (.owner) while it is open or mapped, so the area outlives every mapping.
+ * stream (the whole header page rewritten: head, tail and dropped at 0). The
+ * device holds the module (.owner) while it is open or mapped, so the area
+ * outlives every mapping. The producer tells the caller whether a record was
+ * written, dropped or had no reader: pfprof_main.c carries what was not
+ * written into the next record.
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
@@ -33,6 +36,7 @@ static size_t ring_size;
 static struct pfprof_ring_header *ring_hdr;
 static struct pfprof_record *ring_slots;
 static u64 ring_capacity;
+static unsigned int ring_interval_ms;
 
 /* Producer state, under pfprof_lock. */
 static u64 ring_head;		/* records written since open */
@@ -42,6 +46,7 @@ static bool ring_reader;	/* the device is open */
 static u64 stat_written, stat_dropped, stat_no_reader;	/* since load */
 
 static unsigned long dev_busy;	/* bit 0: the device is open */
+static bool dev_registered;
 static DECLARE_WAIT_QUEUE_HEAD(ring_wait);
 
 /* The layout user space relies on. */
@@ -52,14 +57,14 @@ static_assert(offsetof(struct pfprof_ring_header, wakeup_records) == 136);
 static_assert(offsetof(struct pfprof_ring_header, dropped) == 192);
 static_assert(sizeof(struct pfprof_ring_header) == 256);
 
-void pfprof_ring_put(const struct pfprof_record *rec)
+enum pfprof_put pfprof_ring_put(const struct pfprof_record *rec)
 {
 	u64 tail;
 
 	lockdep_assert_held(&pfprof_lock);
 	if (!ring_reader) {
 		stat_no_reader++;
-		return;
+		return PFPROF_PUT_NO_READER;
 	}
 	/* Pairs with the reader's release: it is done reading those slots. */
 	tail = smp_load_acquire(&ring_hdr->data_tail);
@@ -67,7 +72,7 @@ void pfprof_ring_put(const struct pfprof_record *rec)
 	if (ring_head - tail >= ring_capacity) {
 		stat_dropped++;
 		WRITE_ONCE(ring_hdr->dropped, ++ring_dropped);
-		return;
+		return PFPROF_PUT_DROPPED;
 	}
 	ring_slots[ring_head_slot] = *rec;
 	/* Publish the slot before the new head. */
@@ -76,6 +81,7 @@ void pfprof_ring_put(const struct pfprof_record *rec)
 	if (++ring_head_slot == ring_capacity)
 		ring_head_slot = 0;
 	stat_written++;
+	return PFPROF_PUT_WRITTEN;
 }
 
 void pfprof_ring_wake(void)
@@ -109,6 +115,24 @@ void pfprof_ring_show_stats(struct seq_file *m)
 	seq_printf(m, "reader %d\n", ring_reader);
 }
 
+/*
+ * The whole header page as the kernel defines it: what a previous reader
+ * wrote anywhere in it (even over magic or capacity) is gone. Nobody has it
+ * mapped: at load, or at open (release comes after the last munmap).
+ */
+static void pfprof_ring_reset_header(void)
+{
+	memset(ring_hdr, 0, PAGE_SIZE);
+	ring_hdr->magic = PFPROF_MAGIC;
+	ring_hdr->version = PFPROF_VERSION;
+	ring_hdr->header_size = PAGE_SIZE;
+	ring_hdr->record_size = sizeof(struct pfprof_record);
+	ring_hdr->capacity = ring_capacity;
+	ring_hdr->mapping_size = ring_size;
+	ring_hdr->interval_ms = ring_interval_ms;
+	ring_hdr->hz = HZ;
+}
+
 static int pfprof_dev_open(struct inode *inode, struct file *file)
 {
 	/* Single consumer: one open file (it may be shared after fork or dup). */
@@ -118,10 +142,7 @@ static int pfprof_dev_open(struct inode *inode, struct file *file)
 	ring_head = 0;
 	ring_head_slot = 0;
 	ring_dropped = 0;
-	WRITE_ONCE(ring_hdr->data_head, 0);
-	WRITE_ONCE(ring_hdr->data_tail, 0);
-	WRITE_ONCE(ring_hdr->wakeup_records, 0);
-	WRITE_ONCE(ring_hdr->dropped, 0);
+	pfprof_ring_reset_header();
 	ring_reader = true;
 	mutex_unlock(&pfprof_lock);
 	return nonseekable_open(inode, file);
@@ -147,6 +168,10 @@ static int pfprof_dev_mmap(struct file *file, struct vm_area_struct *vma)
 	/* A private mapping would copy the header: data_tail would never arrive. */
 	if (!(vma->vm_flags & VM_MAYSHARE))
 		return -EINVAL;
+	/* Data, never code: no PROT_EXEC now, none by mprotect() later. */
+	if (vma->vm_flags & VM_EXEC)
+		return -EPERM;
+	pfprof_vm_flags_clear(vma, VM_MAYEXEC);
 	/* Not inherited by fork: one consumer. */
 	pfprof_vm_flags_set(vma, VM_DONTCOPY);
 	return remap_vmalloc_range(vma, ring_area, 0);
@@ -184,18 +209,12 @@ int pfprof_ring_init(unsigned int pages, unsigned int interval_ms)
 	ring_hdr = ring_area;
 	ring_slots = ring_area + PAGE_SIZE;
 	ring_capacity = (ring_size - PAGE_SIZE) / sizeof(struct pfprof_record);
-
-	ring_hdr->magic = PFPROF_MAGIC;
-	ring_hdr->version = PFPROF_VERSION;
-	ring_hdr->header_size = PAGE_SIZE;
-	ring_hdr->record_size = sizeof(struct pfprof_record);
-	ring_hdr->capacity = ring_capacity;
-	ring_hdr->mapping_size = ring_size;
-	ring_hdr->interval_ms = interval_ms;
-	ring_hdr->hz = HZ;
+	ring_interval_ms = interval_ms;
+	pfprof_ring_reset_header();
 	return 0;
 }
 
+/* Safe to call whether or not pfprof_ring_init() ran or succeeded. */
 void pfprof_ring_exit(void)
 {
 	vfree(ring_area);
@@ -204,10 +223,16 @@ void pfprof_ring_exit(void)
 
 int pfprof_dev_init(void)
 {
-	return misc_register(&pfprof_misc);
+	int err = misc_register(&pfprof_misc);
+
+	dev_registered = !err;
+	return err;
 }
 
+/* Safe to call whether or not pfprof_dev_init() ran or succeeded. */
 void pfprof_dev_exit(void)
 {
-	misc_deregister(&pfprof_misc);
+	if (dev_registered)
+		misc_deregister(&pfprof_misc);
+	dev_registered = false;
 }

@@ -2,7 +2,8 @@
 """Checks of /dev/pfprof, run as root inside the VM; one JSON line each.
 
     ringcheck.py unload --ko PATH   single reader; rmmod refused while mapped
-    ringcheck.py bounds             mmap size, offset and private mappings
+    ringcheck.py bounds             mmap size, offset, private and exec mappings
+    ringcheck.py reset              a reader's scribbles on the header are gone at the next open
     ringcheck.py full               a ring nobody reads: drops, never overwrites
 
 Header offsets follow kmod/pfprof.h (x86-64 stores are not torn: a plain
@@ -11,6 +12,7 @@ Header offsets follow kmod/pfprof.h (x86-64 stores are not torn: a plain
 from __future__ import annotations
 
 import argparse
+import ctypes
 import errno
 import json
 import mmap
@@ -119,6 +121,9 @@ def check_bounds() -> dict:
         out["private"] = try_errno(lambda: mmap.mmap(fd, size, mmap.MAP_PRIVATE))
         out["exact"] = try_errno(lambda: mmap.mmap(fd, size, mmap.MAP_SHARED).close())
         out["header_only"] = try_errno(lambda: mmap.mmap(fd, mmap.PAGESIZE, mmap.MAP_SHARED).close())
+        out["exec"] = try_errno(lambda: mmap.mmap(fd, size, mmap.MAP_SHARED,
+                                                  mmap.PROT_READ | mmap.PROT_EXEC))
+        out["mprotect_exec"] = mprotect_exec_errno(fd, size)
         with mmap.mmap(fd, size, mmap.MAP_SHARED) as m:
             h = header(m)
         out["header"] = h
@@ -128,6 +133,41 @@ def check_bounds() -> dict:
     finally:
         os.close(fd)
     return out
+
+
+def mprotect_exec_errno(fd: int, size: int) -> int:
+    """errno of mprotect(PROT_READ|PROT_EXEC) on a read-write mapping of the ring."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    m = mmap.mmap(fd, size, mmap.MAP_SHARED)
+    buf = ctypes.c_char.from_buffer(m)
+    try:
+        rc = libc.mprotect(ctypes.addressof(buf), size, mmap.PROT_READ | mmap.PROT_EXEC)
+        return 0 if rc == 0 else ctypes.get_errno()
+    finally:
+        del buf
+        m.close()
+
+
+def check_reset() -> dict:
+    """Scribble over the whole header page as a buggy reader could, close,
+    reopen: the header must be the kernel's again, every reserved byte 0."""
+    size = mapping_size()
+    fd = os.open(DEVICE, os.O_RDWR)
+    with mmap.mmap(fd, size, mmap.MAP_SHARED) as m:
+        clean = header(m)
+        m[0:mmap.PAGESIZE] = b"\xa5" * mmap.PAGESIZE
+    os.close(fd)
+    fd = os.open(DEVICE, os.O_RDWR)
+    try:
+        with mmap.mmap(fd, size, mmap.MAP_SHARED) as m:
+            again = header(m)
+            page = bytes(m[0:mmap.PAGESIZE])
+    finally:
+        os.close(fd)
+    # Everything after hz (offset 40) is 0 at open: head, tail, watermark, dropped, reserved.
+    return {"header_restored": again == clean, "rest_zero": page[HEADER.size:] == bytes(mmap.PAGESIZE - HEADER.size),
+            "header": again}
 
 
 def check_full() -> dict:
@@ -181,13 +221,15 @@ def check_full() -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("check", choices=["unload", "bounds", "full"])
+    ap.add_argument("check", choices=["unload", "bounds", "full", "reset"])
     ap.add_argument("--ko")
     args = ap.parse_args()
     if args.check == "unload":
         out = check_unload(args.ko)
     elif args.check == "bounds":
         out = check_bounds()
+    elif args.check == "reset":
+        out = check_reset()
     else:
         out = check_full()
     print(json.dumps(out))
