@@ -3,11 +3,10 @@ the project claims: bookworm (6.1), trixie (6.12) and sid (7.x).
 
 Every test runs once per suite (the ``guest`` fixture's parameter; ``-k
 bookworm`` picks one): bookworm on the first machine of the shared
-provisioned testbed, trixie and sid each on its machine of
-tests/labs/newer-kernels.yml, booted alone in a testbed of its own (one
-emulated VM boots in time on a busy host), provisioned with the same setup
-playbook and stopped when that suite's tests end (kept with
-THRASHLAB_KEEP_VMS=1). The fixture copies the working tree's kmod/,
+provisioned testbed, trixie and sid each on its machine of the session's
+second testbed (tests/labs/newer-kernels.yml, conftest.newer_kernels: booted
+and set up with the same playbook once, shared with test_machines_vm.py,
+stopped at the end of the session). The fixture copies the working tree's kmod/,
 workloads/ and tests/pfprof/ to /opt/thrashlab when they differ from what
 setup installed, rebuilds them with -Werror, and reloads the module; each
 test checks that the kernel log got no warning, BUG or oops while it ran.
@@ -30,7 +29,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import run, tool
 
 pytestmark = pytest.mark.vm
 
@@ -49,7 +47,6 @@ KERNEL_PROBLEMS = re.compile(
     r"soft lockup|hard LOCKUP")
 STAT_MINFLT, STAT_MAJFLT, STAT_UTIME, STAT_STIME = 7, 9, 11, 12  # after "pid (comm)"
 SUITES = ["bookworm", "trixie", "sid"]
-NEWER_KERNELS_LAB = REPO / "tests" / "labs" / "newer-kernels.yml"
 
 
 class Guest:
@@ -151,50 +148,18 @@ print(h.hexdigest())
     return g.out("python3 -", input=script).strip()
 
 
-def _suite_testbed(suite: str, tmp_dir: Path):
-    """The machine of tests/labs/newer-kernels.yml that runs `suite`, alone in
-    a testbed of its own (one emulated VM at a time boots in time on a busy
-    host), booted and set up with the setup playbook."""
-    import yaml
-    from localvm.testbed import Testbed
-    from thrashlab.lab import load_lab
-    from thrashlab.progress import Progress
-
-    raw = yaml.safe_load(NEWER_KERNELS_LAB.read_text())
-    raw["name"] = f"{raw['name']}-{suite}"
-    raw["machines"] = [m for m in raw["machines"] if m.get("suite") == suite]
-    assert raw["machines"], f"{NEWER_KERNELS_LAB}: no machine of suite {suite}"
-    lab_path = tmp_dir / f"{raw['name']}.yml"
-    lab_path.write_text(yaml.safe_dump(raw))
-    bed = Testbed(load_lab(lab_path), Progress(stream=sys.stderr))
-    try:
-        bed.up()
-        proc = run([tool("ansible-playbook"), "playbooks/setup.yml"], env={"THRASHLAB_LAB": str(lab_path)})
-        assert proc.returncode == 0, f"setup playbook failed:\n{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}"
-    except BaseException:
-        if not os.environ.get("THRASHLAB_KEEP_VMS"):
-            bed.down(quiet=True)
-        raise
-    return bed
-
-
 @pytest.fixture(scope="module", params=SUITES)
-def guest(request, tmp_path_factory):
-    """One machine per suite: bookworm's from the shared provisioned testbed;
-    trixie's and sid's each from its own testbed, stopped when its tests end
-    (kept with THRASHLAB_KEEP_VMS=1)."""
-    own_bed = None
+def guest(request):
+    """One machine per suite: bookworm's is the first of the shared provisioned
+    testbed; trixie's and sid's are the machines of those names in the
+    session's second testbed (conftest.newer_kernels, tests/labs/newer-kernels.yml)."""
     if request.param == "bookworm":
         bed = request.getfixturevalue("provisioned")
         g = Guest(bed, bed.names[0])
     else:
-        bed = own_bed = _suite_testbed(request.param, tmp_path_factory.mktemp("labs"))
-        g = Guest(bed, bed.names[0])
-    try:
-        yield from _prepared(g, bed, request.param)
-    finally:
-        if own_bed and not os.environ.get("THRASHLAB_KEEP_VMS"):
-            own_bed.down(quiet=True)
+        bed = request.getfixturevalue("newer_kernels").bed
+        g = Guest(bed, request.param)
+    yield from _prepared(g, bed, request.param)
 
 
 def _prepared(g: Guest, bed, suite: str):
