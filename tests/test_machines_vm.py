@@ -137,7 +137,7 @@ def test_case2_on_machines_of_different_kernels_and_swap(newer_kernels, tmp_path
     utilization rises from N=1 to N=2 and falls past its knee."""
     env = {**newer_kernels.env, "THRASHLAB_RESULTS_DIR": str(tmp_path)}
     proc = run([tool("ansible-playbook"), "run-case2.yml", "-e", "case2_work_mb=48",
-                "-e", '{"case2_n_values": [1, 2, 8]}', "-e", "case2_seconds=6", "-e", "case2_repeats=1",
+                "-e", '{"case2_n_values": [1, 2, 5]}', "-e", "case2_seconds=6", "-e", "case2_repeats=1",
                 "-e", "case2_timeout=150"], env=env, timeout=2400)
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]
     man = json.loads((tmp_path / "latest" / "manifest.json").read_text())
@@ -163,4 +163,4 @@ def test_case2_on_machines_of_different_kernels_and_swap(newer_kernels, tmp_path
     assert c2.returncode == 0, c2.stderr
     util = {r["n"]: r["utilization_cpus"] for r in json.loads(c2.stdout) if r["machine"] == "sid"}
     assert util[2] >= 1.6 * util[1], util
-    assert util[8] < util[2], util
+    assert util[5] < util[2], util  # 5 x 48 MiB is past sid's ~190 MiB available
