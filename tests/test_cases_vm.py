@@ -184,8 +184,9 @@ def test_analysis_on_the_collected_run(both_cases, provisioned):
         # the profile counts from the registration, getrusage the whole life: never more
         assert int(r["minflt_profile"]) <= int(r["minflt_work"])
         if r["mode"] == "R":
-            ratio = float(r["ratio"])
-            assert ratio == pytest.approx(int(r["minflt_profile"]) / float(r["expected_minflt"]), abs=1e-3)
+            ratio, expected = float(r["ratio"]), float(r["expected_minflt"])
+            # the CSV rounds the expectation to a whole fault and the ratio to 3 decimals
+            assert ratio == pytest.approx(int(r["minflt_profile"]) / expected, abs=1e-3 + 0.5 * ratio / expected)
             assert r["flag"] == ("over" if ratio > 1.02 else "under" if ratio < 0.98 else "")
 
 
