@@ -1098,13 +1098,14 @@ def cmd_case2_start(ctx: Ctx) -> dict:
     timeout = _positive_float(a.timeout, "case2_timeout")
     if a.mode not in ("R", "L"):
         raise RunnerError("case2_mode must be R or L, not %r" % a.mode)
+    fill_data = parse_fill(a.fill, "case2_fill", allow_phase=False)[1]
     points = case2_points(n_values, repeats)
     variables = {"case2_work_mb": work_mb, "case2_n_values": sorted(n_values), "case2_repeats": repeats,
                  "case2_seconds": seconds, "case2_accesses": accesses, "case2_mode": a.mode,
-                 "case2_timeout": timeout}
+                 "case2_timeout": timeout, "case2_fill": fill_data}
     params = {
         "case": 2, "run_id": a.run_id, "machine": a.machine,
-        "work_mb": work_mb, "mode": a.mode, "accesses": accesses, "seconds": seconds,
+        "work_mb": work_mb, "mode": a.mode, "accesses": accesses, "seconds": seconds, "fill_data": fill_data,
         "n_values": sorted(n_values), "repeats": repeats, "timeout_s": timeout,
         "order": [[p["n"], p["repeat"]] for p in points],
         "mem_available_kb": facts["mem_available_kb"], "swap_total_kb": facts.get("swap_total_kb"),
@@ -1178,7 +1179,8 @@ def cmd_case2_point(ctx: Ctx) -> dict:
     if os.path.lexists(barrier):
         os.unlink(barrier)
     work_argv = [ctx.work_bin, str(work_mb), params["mode"], str(params["accesses"]),
-                 "--seconds", _fmt_num(params["seconds"]), "--barrier", barrier, str(n)]
+                 "--seconds", _fmt_num(params["seconds"]), "--barrier", barrier, str(n),
+                 "--fill", params.get("fill_data", "random")]
     spec = RunSpec([list(work_argv) for _ in range(n)], timeout=float(params["timeout_s"]),
                    psi_interval=float(params.get("psi_interval_s", a.psi_interval)),
                    monitor_argv_head=[ctx.monitor_bin], monitor_grace=a.monitor_grace)
@@ -1238,6 +1240,7 @@ def cmd_case1_start(ctx: Ctx) -> dict:
     facts = ctx.write_facts("case1")
     avail_mb = facts["mem_available_kb"] / 1024.0
     work_mb = plan_case1_mb(avail_mb) if a.work_mb == "auto" else _positive_int(a.work_mb, "case1_work_mb")
+    fill, fill_data = parse_fill(a.fill, "case1_fill", allow_phase=True)
     iterations = _positive_int(a.iterations, "case1_iterations") if a.iterations not in (None, "", "default") else None
     pairs = {}
     warnings = []
@@ -1256,13 +1259,14 @@ def cmd_case1_start(ctx: Ctx) -> dict:
         "case": 1, "run_id": a.run_id, "machine": a.machine, "work_mb": work_mb,
         "pairs": {name: ["%s %d %d" % (p["mode"], p["mb"], p["accesses_per_iteration"]) for p in procs]
                   for name, procs in pairs.items()},
-        "processes": pairs, "iterations": iterations, "fill": a.fill, "extra_work_args": extra,
+        "processes": pairs, "iterations": iterations, "fill": fill, "fill_data": fill_data,
+        "extra_work_args": extra,
         "timeout_s": timeout,
         "mem_available_kb": facts["mem_available_kb"],
         "variables": {"case1_work_mb": work_mb, "case1_iterations": iterations, "case1_timeout": timeout,
                       "case1_accesses_many": case1_accesses(a.accesses_many, "many", work_mb),
                       "case1_accesses_few": case1_accesses(a.accesses_few, "few", work_mb),
-                      "case1_fill": a.fill,
+                      "case1_fill": fill_data if fill else False,
                       "case1_pairs": {name: specs for name, specs in raw_pairs.items()},
                       "case1_extra_work_args": extra},
         "work_bin": ctx.work_bin, "monitor_bin": ctx.monitor_bin, "psi_interval_s": a.psi_interval,
@@ -1298,6 +1302,8 @@ def cmd_case1_pair(ctx: Ctx) -> dict:
             argv.append(str(p["iterations"]))
         if not params.get("fill", False):
             argv.append("--no-fill")
+        elif params.get("fill_data"):
+            argv += ["--fill", params["fill_data"]]
         works.append(argv + list(params.get("extra_work_args") or []))
     spec = RunSpec(works, timeout=float(params["timeout_s"]),
                    psi_interval=float(params.get("psi_interval_s", a.psi_interval)),
@@ -1808,6 +1814,25 @@ def cmd_bench_round(ctx: BenchCtx) -> dict:
 
 # ---------------------------------------------------------------------------- CLI
 
+FILL_DATA = ("random", "zero", "text")
+
+
+def parse_fill(value, name: str, allow_phase: bool) -> tuple:
+    """A fill variable as (fill phase?, data): random, zero or text (what
+    work's fill writes: what a compressing swap sees); with allow_phase also
+    true/false (case1_fill: first-touch the region or not; true means random).
+    """
+    v = str(value).strip().lower()
+    if v in FILL_DATA:
+        return True, v
+    if allow_phase and v in ("true", "yes", "on", "1"):
+        return True, "random"
+    if allow_phase and v in ("false", "no", "off", "0", "none", ""):
+        return False, None
+    raise RunnerError("%s must be %s, not %r" % (
+        name, ("false, true, " if allow_phase else "") + ", ".join(FILL_DATA[:-1]) + " or " + FILL_DATA[-1], value))
+
+
 def _positive_int(v, name) -> int:
     try:
         i = int(str(v))
@@ -1901,6 +1926,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", default="8")
     p.add_argument("--accesses", default="10000")
     p.add_argument("--mode", default="R")
+    p.add_argument("--fill", default="random", help="what the fill writes: random, zero or text")
     p.add_argument("--timeout", default="120", help="bound of one run (s)")
 
     p = sub.add_parser("case2-point", help="one run of N processes (parameters from case2/params.json)")
@@ -1918,9 +1944,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="accesses per iteration for specs saying 'many' (auto: 50000 x MB / 1024)")
     p.add_argument("--accesses-few", default="auto",
                    help="accesses per iteration for specs saying 'few' (auto: 10000 x MB / 1024)")
-    p.add_argument("--fill", action="store_true",
-                   help="let work first-touch its region before the iterations (default: the course's "
-                        "behaviour, --no-fill: first touches show in the profile)")
+    p.add_argument("--fill", default="false",
+                   help="false (the course's behaviour: first touches show in the profile), or let work "
+                        "first-touch its region before the iterations with random (also: true), zero or text data")
     p.add_argument("--work-arg", action="append", help="extra argument for every work process")
     p.add_argument("--timeout", default="180", help="bound of one pair (s)")
 

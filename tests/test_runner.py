@@ -193,6 +193,8 @@ FAKE_WORK = textwrap.dedent(r'''
             opts["barrier"] = (args[i + 1], int(args[i + 2])); i += 3
         elif args[i] == "--no-fill":
             opts["no_fill"] = True; i += 1
+        elif args[i] == "--fill":
+            opts["fill"] = args[i + 1]; i += 2
         else:
             pos.append(args[i]); i += 1
     mb, mode, acc = int(pos[0]), pos[1], int(pos[2])
@@ -350,7 +352,8 @@ def test_case2_end_to_end_with_fakes(fake):
     assert rj["n"] == 3 and rj["exit_codes"] == [0, 0, 0] and rj["oom_killed"] == 0
     # the barrier made the timed phases start together
     assert rj["overlap_s"] is not None and rj["overlap_s"] > 0.2
-    assert "--barrier" in rj["commands"]["work"][0] and rj["commands"]["work"][0].endswith(" 3")
+    assert " --barrier " in rj["commands"]["work"][0] and rj["commands"]["work"][0].endswith(" 3 --fill random")
+    assert params["fill_data"] == "random" and params["variables"]["case2_fill"] == "random"
     w = json.loads((pdir / "work-2.json").read_text())
     assert w["mb"] == 34 and w["accesses_per_iteration"] == 10000
     prof = (pdir / "profile.csv").read_text().splitlines()
@@ -483,6 +486,12 @@ def test_errors_are_clear(fake):
     rc, res, err = fake.run("case2-start", "--run-id", "t9", *MACHINE, "--work-mb", "8", "--repeats", "0",
                             check=False)
     assert rc == 1 and "case2_repeats" in res["error"]
+    rc, res, err = fake.run("case2-start", "--run-id", "t9", *MACHINE, "--work-mb", "8", "--fill", "ones",
+                            check=False)
+    assert rc == 1 and "case2_fill must be random, zero or text, not 'ones'" in res["error"]
+    rc, res, err = fake.run("case1-start", "--run-id", "t9", *MACHINE, "--pair", "A=8 R 100,8 R 10",
+                            "--fill", "maybe", check=False)
+    assert rc == 1 and "case1_fill must be false, true, random, zero or text" in res["error"]
     rc, res, err = fake.run("case2-start", "--run-id", "../x", *MACHINE, check=False)
     assert rc == 1 and "bad run id" in res["error"]
 
@@ -534,3 +543,16 @@ def test_case1_with_fakes(fake):
     # a pair too big for the machine is run, with a warning
     rc, plan, err = fake.run("case1-start", "--run-id", "c2", *MACHINE, "--pair", "A=100 R 5,100 R 5")
     assert plan["warnings"] and "will not fit" in plan["warnings"][0]
+
+
+@pytest.mark.parametrize("fill,expect", [(None, "--no-fill"), ("false", "--no-fill"), ("true", "--fill random"),
+                                         ("text", "--fill text")])
+def test_case1_fill_reaches_work(fake, fill, expect):
+    # case1_fill: no fill phase (the course's), or a fill phase writing random, zero or text data
+    extra = ["--fill", fill] if fill is not None else []
+    fake.run("case1-start", "--run-id", "f1", *MACHINE, "--pair", "A=8 R 100 2,8 R 10 2", *extra)
+    params = json.loads((fake.results / "f1/case1/params.json").read_text())
+    assert params["fill"] is (expect != "--no-fill")
+    fake.run("case1-pair", "--run-id", "f1", "--pair", "A")
+    rj = json.loads((fake.results / "f1/case1/pair-A/run.json").read_text())
+    assert all(c.endswith(" " + expect) for c in rj["commands"]["work"]), rj["commands"]["work"]
