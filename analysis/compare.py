@@ -8,6 +8,10 @@ Columns (and keys of ``--json``):
 - ``predicted_n``: Denning's working-set prediction, ``mem_available_mb / work_mb``
   (the N at which the processes' memory equals the available memory; null
   without ``mem_available_kb``);
+- ``onset_n``: the smallest N whose major-fault rate is far above the
+  in-memory runs' (test (a) of the rule below in at least half of the
+  repeats), collapse or not: where paging starts, at or before N* (null: no
+  N of the sweep paged);
 - ``thrashing_n``: N*, by the rule below (null: no knee inside the sweep);
 - ``thrashing_after``: the largest N of the sweep below N* that did not
   thrash: the knee lies in (thrashing_after, thrashing_n], an interval where
@@ -74,6 +78,7 @@ COLUMNS = [
     Column("mem_available_mb", "avail_mb", kind="float", digits=1),
     Column("work_mb", kind="float", digits=1),
     Column("predicted_n", kind="float", digits=2),
+    Column("onset_n", "onset", kind="int"),
     Column("thrashing_n", kind="int"),
     Column("thrashing_after", "after", kind="int"),
     Column("peak_throughput", kind="si", digits=0),
@@ -115,6 +120,7 @@ def machine_row(run: Run, case: c2.Case2) -> dict:
         "mem_available_mb": avail,
         "work_mb": work,
         "predicted_n": None if avail is None else avail / work,
+        "onset_n": knee.onset,
         "thrashing_n": knee.n,
         "thrashing_after": knee.after,
         "peak_throughput": peak.throughput,
@@ -200,7 +206,8 @@ def notes_of(rows: Sequence[dict]) -> list[str]:
                      "progress collapsed: the summed throughput fell below half of the in-memory runs' "
                      "of smaller N >= 2, or at least one process starved (below 1/20 of the speed a process "
                      "had in memory); null: no knee in the sweep (the rule: python -m analysis compare "
-                     "--help).")
+                     "--help). onset: the smallest N whose major-fault rate is far above the in-memory "
+                     "runs', collapse or not (at or before N*).")
         notes.append("onset_s_at_n*, share_above_at_n*: when the major-fault rate (over the trailing "
                      "second, from the profile) first exceeded the machine's in-memory level, in seconds "
                      "since the barrier's release, and the share of the timed window above it (medians "

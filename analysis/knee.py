@@ -51,6 +51,13 @@ knee (analysis case2) but takes no part in it.
    thrash (``thrashing_after``): a sweep with 18 and 20 but no 19 says
    N* in (18, 20].
 
+5. The onset (``onset_n``): the smallest N at which at least half of the
+   repeats page (test (a) alone: F above max(50/s, 20 x F0)), whether or
+   not progress collapsed.  It is never above N*; between the two the
+   machine pages at full speed (reclaim keeps up, or the pages refaulted
+   are few), and how far apart they are is a property of the machine
+   (swap device, reclaim policy), not of the rule.
+
 Why.  Linux thrashes unfairly: past the available memory the processes that
 filled last stay resident and run at full speed while the others starve at
 100-3000 accesses/s with thousands of major faults.  The sum hardly drops
@@ -338,6 +345,15 @@ class Knee:
             return None
         below = [p.n for p in self.points if p.n < self.n and not p.thrashes]
         return max(below) if below else None
+
+    @property
+    def onset(self) -> Optional[int]:
+        """``onset_n`` (rule 5): the smallest N whose repeats page in at least half of the
+        runs; None when no N of the sweep paged."""
+        for p in self.points:
+            if 2 * p.paging_votes >= p.repeats:
+                return p.n
+        return None
 
     def point(self, n: Optional[int]) -> Optional[Point]:
         for p in self.points:

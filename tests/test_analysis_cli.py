@@ -47,10 +47,10 @@ def check(args, stdout, stderr="", rc=0):
 
 
 COMPARE_TEXT = """\
-machine  memory_mb  avail_mb  work_mb  predicted_n  thrashing_n  after  peak_throughput  peak_n  throughput_at_n*  majflt/s_at_n*  starved_at_n*  slowest_at_n*  votes_at_n*  onset_s_at_n*  share_above_at_n*  sweep  source
--------  ---------  --------  -------  -----------  -----------  -----  ---------------  ------  ----------------  --------------  -------------  -------------  -----------  -------------  -----------------  -----  -------
-small          256      60.0     24.0         2.50            3      2            10.2M       2             4.95M           721.2              1          1.05k  2/2                   1.00               1.00  1-4    profile
-large          512     200.0     24.0         8.33            -      -            14.0M       3                 -               -              -              -  -                        -                  -  1-4    profile
+machine  memory_mb  avail_mb  work_mb  predicted_n  onset  thrashing_n  after  peak_throughput  peak_n  throughput_at_n*  majflt/s_at_n*  starved_at_n*  slowest_at_n*  votes_at_n*  onset_s_at_n*  share_above_at_n*  sweep  source
+-------  ---------  --------  -------  -----------  -----  -----------  -----  ---------------  ------  ----------------  --------------  -------------  -------------  -----------  -------------  -----------------  -----  -------
+small          256      60.0     24.0         2.50      2            3      2            10.2M       2             4.95M           721.2              1          1.05k  2/2                   1.00               1.00  1-4    profile
+large          512     200.0     24.0         8.33      -            -      -            14.0M       3                 -               -              -              -  -                        -                  -  1-4    profile
 
 small: N*=3: paging 721.2 major faults/s > 50.0/s (14.4x); starved 1 of 3, slowest 1.05k accesses/s
   < fastest/20 = 128k (121x)
@@ -61,7 +61,8 @@ note: small: N=2, 3, 4: paging, and no smaller N >= 2 ran in memory: judged with
 N*: the smallest N whose major-fault rate is far above the in-memory runs' and whose progress
   collapsed: the summed throughput fell below half of the in-memory runs' of smaller N >= 2, or at
   least one process starved (below 1/20 of the speed a process had in memory); null: no knee in the
-  sweep (the rule: python -m analysis compare --help).
+  sweep (the rule: python -m analysis compare --help). onset: the smallest N whose major-fault rate
+  is far above the in-memory runs', collapse or not (at or before N*).
 onset_s_at_n*, share_above_at_n*: when the major-fault rate (over the trailing second, from the
   profile) first exceeded the machine's in-memory level, in seconds since the barrier's release, and
   the share of the timed window above it (medians over N*'s repeats); source: where the rates come
@@ -71,21 +72,21 @@ starved_at_n*, slowest_at_n*: starved processes and the slowest process's access
 """
 
 COMPARE_CSV = """\
-machine,memory_mb,mem_available_mb,work_mb,predicted_n,thrashing_n,thrashing_after,peak_throughput,peak_n,throughput_at_n,majflt_per_s_at_n,starved_at_n,slowest_at_n,repeats_thrashing_at_n,thrashing_onset_s,thrashing_share,n_values,source
-small,256,60.0,24.0,2.5,3,2,10150000,2,4951050,721.2,1,1050,2/2,1.0,1.0,"1,2,3,4",profile
-large,512,200.0,24.0,8.33,,,14000000,3,,,,,,,,"1,2,3,4",profile
+machine,memory_mb,mem_available_mb,work_mb,predicted_n,onset_n,thrashing_n,thrashing_after,peak_throughput,peak_n,throughput_at_n,majflt_per_s_at_n,starved_at_n,slowest_at_n,repeats_thrashing_at_n,thrashing_onset_s,thrashing_share,n_values,source
+small,256,60.0,24.0,2.5,2,3,2,10150000,2,4951050,721.2,1,1050,2/2,1.0,1.0,"1,2,3,4",profile
+large,512,200.0,24.0,8.33,,,,14000000,3,,,,,,,,"1,2,3,4",profile
 """
 
 COMPARE_MARKDOWN = """\
-| machine | memory_mb | avail_mb | work_mb | predicted_n | thrashing_n | after | peak_throughput | peak_n | throughput_at_n* | majflt/s_at_n* | starved_at_n* | slowest_at_n* | votes_at_n* | onset_s_at_n* | share_above_at_n* | sweep | source |
-|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---|---|
-| small | 256 | 60.0 | 24.0 | 2.50 | 3 | 2 | 10.2M | 2 | 4.95M | 721.2 | 1 | 1.05k | 2/2 | 1.00 | 1.00 | 1-4 | profile |
-| large | 512 | 200.0 | 24.0 | 8.33 | - | - | 14.0M | 3 | - | - | - | - | - | - | - | 1-4 | profile |
+| machine | memory_mb | avail_mb | work_mb | predicted_n | onset | thrashing_n | after | peak_throughput | peak_n | throughput_at_n* | majflt/s_at_n* | starved_at_n* | slowest_at_n* | votes_at_n* | onset_s_at_n* | share_above_at_n* | sweep | source |
+|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---|---|
+| small | 256 | 60.0 | 24.0 | 2.50 | 2 | 3 | 2 | 10.2M | 2 | 4.95M | 721.2 | 1 | 1.05k | 2/2 | 1.00 | 1.00 | 1-4 | profile |
+| large | 512 | 200.0 | 24.0 | 8.33 | - | - | - | 14.0M | 3 | - | - | - | - | - | - | - | 1-4 | profile |
 
 - small: N*=3: paging 721.2 major faults/s > 50.0/s (14.4x); starved 1 of 3, slowest 1.05k accesses/s < fastest/20 = 128k (121x)
 - note: small: N=2: paging (107.8 major faults/s > 50.0/s) but progress did not collapse: not the knee; left out of the larger N's baselines
 - note: small: N=2, 3, 4: paging, and no smaller N >= 2 ran in memory: judged without a speed baseline (N=1 gives only the fault rate F0)
-- N*: the smallest N whose major-fault rate is far above the in-memory runs' and whose progress collapsed: the summed throughput fell below half of the in-memory runs' of smaller N >= 2, or at least one process starved (below 1/20 of the speed a process had in memory); null: no knee in the sweep (the rule: python -m analysis compare --help).
+- N*: the smallest N whose major-fault rate is far above the in-memory runs' and whose progress collapsed: the summed throughput fell below half of the in-memory runs' of smaller N >= 2, or at least one process starved (below 1/20 of the speed a process had in memory); null: no knee in the sweep (the rule: python -m analysis compare --help). onset: the smallest N whose major-fault rate is far above the in-memory runs', collapse or not (at or before N*).
 - onset_s_at_n*, share_above_at_n*: when the major-fault rate (over the trailing second, from the profile) first exceeded the machine's in-memory level, in seconds since the barrier's release, and the share of the timed window above it (medians over N*'s repeats); source: where the rates come from (profile, getrusage or mixed, see python -m analysis case2).
 - starved_at_n*, slowest_at_n*: starved processes and the slowest process's accesses/s at N* (medians over the repeats); Linux thrashes unfairly, so these collapse while the sum may hardly move.
 """
@@ -98,6 +99,7 @@ COMPARE_JSON = """\
     "mem_available_mb": 60.0,
     "work_mb": 24.0,
     "predicted_n": 2.5,
+    "onset_n": 2,
     "thrashing_n": 3,
     "thrashing_after": 2,
     "peak_throughput": 10150000,
@@ -166,6 +168,7 @@ COMPARE_JSON = """\
     "mem_available_mb": 200.0,
     "work_mb": 24.0,
     "predicted_n": 8.33,
+    "onset_n": null,
     "thrashing_n": null,
     "thrashing_after": null,
     "peak_throughput": 14000000,
@@ -312,10 +315,10 @@ analysis: warning: tests/fixtures/results/warnings/large/case2/n-03/r-1/run.json
 """
 
 WARNINGS_COMPARE_TEXT = """\
-machine  memory_mb  avail_mb  work_mb  predicted_n  thrashing_n  after  peak_throughput  peak_n  throughput_at_n*  majflt/s_at_n*  starved_at_n*  slowest_at_n*  votes_at_n*  onset_s_at_n*  share_above_at_n*  sweep  source
--------  ---------  --------  -------  -----------  -----------  -----  ---------------  ------  ----------------  --------------  -------------  -------------  -----------  -------------  -----------------  -----  -------
-small          256      60.0     24.0         2.50            3      2            12.3M       2             4.95M           721.2              1          1.05k  2/2                   1.00               1.00  1-4    profile
-large          512     200.0     24.0         8.33            -      -            13.8M       3                 -               -              -              -  -                        -                  -  1-4    profile
+machine  memory_mb  avail_mb  work_mb  predicted_n  onset  thrashing_n  after  peak_throughput  peak_n  throughput_at_n*  majflt/s_at_n*  starved_at_n*  slowest_at_n*  votes_at_n*  onset_s_at_n*  share_above_at_n*  sweep  source
+-------  ---------  --------  -------  -----------  -----  -----------  -----  ---------------  ------  ----------------  --------------  -------------  -------------  -----------  -------------  -----------------  -----  -------
+small          256      60.0     24.0         2.50      2            3      2            12.3M       2             4.95M           721.2              1          1.05k  2/2                   1.00               1.00  1-4    profile
+large          512     200.0     24.0         8.33      -            -      -            13.8M       3                 -               -              -              -  -                        -                  -  1-4    profile
 
 small: N*=3: paging 721.2 major faults/s > 50.0/s (14.4x); starved 1 of 3, slowest 1.05k accesses/s
   < fastest/20 = 128k (121x)
@@ -330,7 +333,8 @@ dropped: large: N=3 r-1: tests/fixtures/results/warnings/large/case2/n-03/r-1/ru
 N*: the smallest N whose major-fault rate is far above the in-memory runs' and whose progress
   collapsed: the summed throughput fell below half of the in-memory runs' of smaller N >= 2, or at
   least one process starved (below 1/20 of the speed a process had in memory); null: no knee in the
-  sweep (the rule: python -m analysis compare --help).
+  sweep (the rule: python -m analysis compare --help). onset: the smallest N whose major-fault rate
+  is far above the in-memory runs', collapse or not (at or before N*).
 onset_s_at_n*, share_above_at_n*: when the major-fault rate (over the trailing second, from the
   profile) first exceeded the machine's in-memory level, in seconds since the barrier's release, and
   the share of the timed window above it (medians over N*'s repeats); source: where the rates come
@@ -423,7 +427,7 @@ def test_disagreeing_repeats_are_noted(tmp_path):
     p = analysis("compare", run, "--no-plots")
     assert p.returncode == 0 and p.stderr == ""
     lines = p.stdout.splitlines()
-    assert lines[2].split()[:6] == ["small", "256", "60.0", "24.0", "2.50", "3"]
+    assert lines[2].split()[:7] == ["small", "256", "60.0", "24.0", "2.50", "2", "3"]
     assert lines[2].split()[-5] == "1/2"
     # starved and slowest are medians over the repeats: (1 + 0) / 2 and (1.2k + 3.0M) / 2
     assert lines[2].split()[-7:-5] == ["0.5", "1.50M"]
@@ -577,10 +581,10 @@ def test_help_documents_the_rule():
 
 
 MEASURED_COMPARE_TEXT = """\
-machine  memory_mb  avail_mb  work_mb  predicted_n  thrashing_n  after  peak_throughput  peak_n  throughput_at_n*  majflt/s_at_n*  starved_at_n*  slowest_at_n*  votes_at_n*  onset_s_at_n*  share_above_at_n*  sweep         source
--------  ---------  --------  -------  -----------  -----------  -----  ---------------  ------  ----------------  --------------  -------------  -------------  -----------  -------------  -----------------  ------------  ---------
-small          256     153.9     36.0         4.28            5      4            2.46M       4             1.14M           831.2              3          1.28k  1/1                      -                  -  1,3-7         getrusage
-large          512     400.4     36.0        11.12           11      6            3.67M      11             3.67M            95.1              1          2.72k  1/1                      -                  -  1,6,11-13,17  getrusage
+machine  memory_mb  avail_mb  work_mb  predicted_n  onset  thrashing_n  after  peak_throughput  peak_n  throughput_at_n*  majflt/s_at_n*  starved_at_n*  slowest_at_n*  votes_at_n*  onset_s_at_n*  share_above_at_n*  sweep         source
+-------  ---------  --------  -------  -----------  -----  -----------  -----  ---------------  ------  ----------------  --------------  -------------  -------------  -----------  -------------  -----------------  ------------  ---------
+small          256     153.9     36.0         4.28      4            5      4            2.46M       4             1.14M           831.2              3          1.28k  1/1                      -                  -  1,3-7         getrusage
+large          512     400.4     36.0        11.12     11           11      6            3.67M      11             3.67M            95.1              1          2.72k  1/1                      -                  -  1,6,11-13,17  getrusage
 """
 
 
@@ -610,6 +614,8 @@ def test_measured_run_unfair_thrashing():
     assert (large["baseline_throughput"], large["expected_process_throughput"], large["starved_threshold"]) == \
         (1533290.0, 139390.0, 6969.5)
     assert (small["thrashing_after"], large["thrashing_after"]) == (4, 6)
+    # small paged at N=4 at full speed: paging starts one N before the collapse; large: both at 11
+    assert (small["onset_n"], large["onset_n"]) == (4, 11)
     assert "large: N*=11 in (6, 11]: paging 95.1 major faults/s > 50.0/s (1.9x); starved 1 of 11" in p.stdout
     assert large["reasons"][1] == {"test": "starved", "value": 2715.6, "limit": 6969.5, "margin": 2.57,
                                    "processes": 1, "against": "E(N)/20"}

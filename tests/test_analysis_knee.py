@@ -85,6 +85,7 @@ def test_collapse_without_major_faults_is_not_a_knee():
 
 def test_flat_sweep_has_no_knee():
     k = find_knee({n: [fits(10e6), fits(10e6)] for n in (1, 2, 4, 8, 16)})
+    assert k.onset is None
     assert k.n is None
     assert [p.n for p in k.points] == [1, 2, 4, 8, 16]
     assert all(p.votes == 0 for p in k.points)
@@ -143,6 +144,8 @@ def test_baseline_leaves_out_a_smaller_n_that_already_paged():
     assert k.point(5).reason_details()[-1] == {"test": "starved", "value": 582.0, "limit": 34_500.0,
                                                "margin": 59.28, "processes": 4, "against": "fastest/20"}
     assert k.after == 4
+    # paging began at N=4 (the onset), the collapse one N later (N*)
+    assert k.onset == 4
     # the same N=4 taken as in memory would have hidden the knee (what the sum-only rule's baseline did)
     trusted = Sample(n4.throughput, n4.majflt_per_s, n4.processes, in_memory=True)
     assert find_knee({1: [n1], 4: [trusted], 5: [n5]}).n is None
@@ -197,6 +200,8 @@ def test_measured_sweeps_knee_at_the_first_starving_n(run_id, machine, predicted
         if q.starved_threshold is not None and q.in_memory:
             assert min(s for s in sweep[q.n][0].processes) > 10 * q.starved_threshold
     assert k.after == max(n for n in sweep if n < k.n)
+    # the onset: the first N that paged (test (a)), never after N*
+    assert k.onset <= k.n and all(2 * q.paging_votes < q.repeats for q in k.points if q.n < k.onset)
     assert [d["test"] for d in p.reason_details()][0] == "paging" and p.reason_details()[-1]["test"] == "starved"
     # with 1/100 instead of 1/20 the knee of run 000928's and 001452's large VM would have been missed
     if machine == "large" and run_id in ("20261126-000928-case2", "20261126-001452-case2"):
