@@ -746,3 +746,21 @@ def test_runner_details_timeouts_available_memory_and_fill(tmp_path):
     assert p.returncode == 0 and p.stderr == ""
     assert "large,pair-B,work-1,1103,R,yes,64,20000,16384,16414,0,16534,0,11550,16384,1.002,\n" in p.stdout
     assert "large,pair-B,work-2,1104,L,no,64,4000,16384,16414,0,16534,0,,,,\n" in p.stdout
+
+
+@pytest.mark.parametrize("fixture", ["vm-sweep", "measured"])
+def test_n1_three_times_faster_changes_no_knee(tmp_path, fixture):
+    """A copy of a collected run whose N=1 processes ran three times as fast: the summed
+    throughput the analysis reads changes (the peak moves), no machine's N* does."""
+    run = tmp_path / "run"
+    shutil.copytree(ROOT / F / fixture, run)
+    before = {r["machine"]: r for r in json.loads(analysis("compare", run, "--no-plots", "--json").stdout)}
+    for wp in run.glob("*/case2/n-01/r-*/work-*.json"):
+        w = json.loads(wp.read_text())
+        w["accesses"], w["accesses_per_s"] = 3 * w["accesses"], 3 * w["accesses_per_s"]
+        wp.write_text(json.dumps(w))
+    after = {r["machine"]: r for r in json.loads(analysis("compare", run, "--no-plots", "--json").stdout)}
+    assert sorted(before) == sorted(after) and any(r["thrashing_n"] for r in before.values())
+    for m, row in before.items():
+        assert after[m]["peak_n"] == 1 and after[m]["peak_throughput"] > row["peak_throughput"]
+        assert (after[m]["thrashing_n"], after[m]["onset_n"]) == (row["thrashing_n"], row["onset_n"]), m
