@@ -317,3 +317,39 @@ def test_window_counts_edge_records_pro_rata(tmp_path):
     assert (got.minflt, got.majflt, got.cpu_ns) == (10 + 15, 2 + 4, 500 + 1000)
     assert p.window(0, 1000)[7].minflt == 10
     assert p.totals()[7].cpu_ns == 3100
+
+
+def test_counters_read_after_unregistering_bound_the_profile(tmp_path):
+    """Under thrashing a process can fault and reclaim between work's last getrusage and its
+    "U" write (measured: +0.58 s of CPU and one major fault in one process of 11): the
+    counters read right after the write (*_at_unregister) bound the records from above."""
+    run = _copy(tmp_path)
+    rdir = run / "small/case2/n-04/r-1"
+    w = json.loads((rdir / "work-1.json").read_text())
+    pid, extra_ns = w["pid"], 500_000_000
+    before = _run_row(run)[0]["runs"][0]["profile_diff_pct"]
+    assert all(abs(v) < 0.1 for v in before.values())
+
+    def late_cpu(lines):    # the process's last record takes 0.5 s more CPU and one major fault
+        last = max(i for i, ln in enumerate(lines) if ln.split(",")[2] == str(pid))
+        f = lines[last].split(",")
+        f[4], f[5] = str(int(f[4]) + 1), str(int(f[5]) + extra_ns)
+        return lines[:last] + [",".join(f)] + lines[last + 1:]
+    _rewrite(rdir / "profile.csv", late_cpu)
+    row, stderr = _run_row(run)
+    assert "the profile disagrees with getrusage since registration: " in stderr and "cpu_s" in stderr
+    assert row["source"] == "getrusage"
+    # the counters after the unregistration saw the same
+    cpu = w["utime_s"] + w["stime_s"]
+    w.update(minflt_at_unregister=w["minflt"], majflt_at_unregister=w["majflt"] + 1,
+             cpu_at_unregister_s=cpu + extra_ns / 1e9)
+    (rdir / "work-1.json").write_text(json.dumps(w))
+    row, stderr = _run_row(run)
+    assert stderr == "" and row["source"] == "profile"
+    after = row["runs"][0]["profile_diff_pct"]
+    assert all(abs(after[k]) <= abs(before[k]) for k in before), (before, after)
+    # ... and bound it: beyond them the flag is raised again, by the part outside
+    w["cpu_at_unregister_s"] = cpu + 0.1
+    (rdir / "work-1.json").write_text(json.dumps(w))
+    row, stderr = _run_row(run)
+    assert row["source"] == "getrusage" and "cpu_s" in stderr and ".." in stderr

@@ -481,6 +481,7 @@ struct result {
 	bool registered, interrupted;
 	struct rusage ru_before, ru_after;	/* around the registration write */
 	struct rusage ru_start, ru_end;		/* timed phase; ru_end is at exit */
+	struct rusage ru_unregistered;		/* right after the "U <pid>" write */
 	uint64_t fill_ns, barrier_ns, t0, t1, accesses;
 	long iterations;
 	size_t pages, page;
@@ -503,6 +504,7 @@ static size_t format_json(char *buf, size_t size, const struct options *o, const
 		"\"registered\": %s, \"minflt_before_register\": %ld, \"majflt_before_register\": %ld, "
 		"\"minflt_after_register\": %ld, \"majflt_after_register\": %ld, "
 		"\"cpu_before_register_s\": %.6f, "
+		"\"minflt_at_unregister\": %ld, \"majflt_at_unregister\": %ld, \"cpu_at_unregister_s\": %.6f, "
 		"\"pages\": %zu, \"page_size\": %zu, \"seed\": %" PRIu64 ", \"locality\": %.3f, "
 		"\"window_pages\": %ld, \"sleep_ms\": %ld, \"interrupted\": %s}\n",
 		(int)r->pid, o->mb, o->mode, o->per_iteration, r->iterations, o->iterations,
@@ -516,6 +518,8 @@ static size_t format_json(char *buf, size_t size, const struct options *o, const
 		r->registered ? "true" : "false", r->ru_before.ru_minflt, r->ru_before.ru_majflt,
 		r->ru_after.ru_minflt, r->ru_after.ru_majflt,
 		tv_s(r->ru_before.ru_utime) + tv_s(r->ru_before.ru_stime),
+		r->ru_unregistered.ru_minflt, r->ru_unregistered.ru_majflt,
+		tv_s(r->ru_unregistered.ru_utime) + tv_s(r->ru_unregistered.ru_stime),
 		r->pages, r->page, o->seed, o->locality, o->window, o->sleep_ms,
 		r->interrupted ? "true" : "false");
 	return n < 0 ? 0 : (size_t)n < size ? (size_t)n : size - 1;
@@ -686,7 +690,11 @@ int main(int argc, char **argv)
 	 * The counters at exit, with nothing faulting after they are read: format
 	 * the line once to fault in the code it runs, read the counters, then
 	 * unregister (the module's last sample) and format the line for real.
-	 * So the module's records sum exactly to minflt - minflt_after_register.
+	 * So the module's records sum exactly to minflt - minflt_after_register,
+	 * unless the process faults or runs between that read and the module's
+	 * last sample (under thrashing, a swapped-out page of this very code, with
+	 * direct reclaim charged to it): the counters read again after the "U"
+	 * write (*_at_unregister) bound the records from above.
 	 */
 	getrusage(RUSAGE_SELF, &res.ru_end);
 	format_json(json, sizeof(json), &o, &res);
@@ -697,6 +705,7 @@ int main(int argc, char **argv)
 	}
 	getrusage(RUSAGE_SELF, &res.ru_end);
 	unregister_self();
+	getrusage(RUSAGE_SELF, &res.ru_unregistered);
 	len = format_json(json, sizeof(json), &o, &res);
 	if (write_all(STDOUT_FILENO, json, len) < 0) {
 		perror("work: stdout");
