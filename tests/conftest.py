@@ -42,11 +42,11 @@ def selected_lab_path() -> Path:
 
 
 def pytest_collection_modifyitems(config, items):
-    # Tests of the second testbed (newer_kernels) run together, after those of
-    # the first, so that the two are seldom up at once on a small host; tests
-    # that stop the shared testbed run after every other test.
-    items.sort(key=lambda item: (1 if item.get_closest_marker("teardown_last") else 0,
-                                 1 if "newer_kernels" in getattr(item, "fixturenames", ()) else 0))
+    # Tests that stop the shared testbed run after every other test of it; the
+    # second testbed's (newer_kernels) after those, so that the two are never
+    # up at once on a small host.
+    items.sort(key=lambda item: (1 if "newer_kernels" in getattr(item, "fixturenames", ()) else 0,
+                                 1 if item.get_closest_marker("teardown_last") else 0))
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -73,13 +73,16 @@ def _verify_manifest(run_dir: Path, machines: list[str]) -> dict:
     return man
 
 
-@pytest.fixture(scope="module")
+# Session scope: the test that stops a VM during collection runs last
+# (teardown_last), long after this module's other tests; a module scope would
+# run both case studies again for it (about 4 minutes under emulation).
+@pytest.fixture(scope="session")
 def results_env(provisioned, lab_env, tmp_path_factory):
     results = tmp_path_factory.mktemp("case-results")
     return {**lab_env, "THRASHLAB_RESULTS_DIR": str(results)}, results
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def both_cases(results_env, provisioned):
     """run-case2.yml then run-case1.yml into one run id; both collect it."""
     env, results = results_env
