@@ -1180,7 +1180,7 @@ def cmd_case2_point(ctx: Ctx) -> dict:
         os.unlink(barrier)
     work_argv = [ctx.work_bin, str(work_mb), params["mode"], str(params["accesses"]),
                  "--seconds", _fmt_num(params["seconds"]), "--barrier", barrier, str(n),
-                 "--fill", params.get("fill_data", "random")]
+                 *work_fill_args(True, params.get("fill_data"))]
     spec = RunSpec([list(work_argv) for _ in range(n)], timeout=float(params["timeout_s"]),
                    psi_interval=float(params.get("psi_interval_s", a.psi_interval)),
                    monitor_argv_head=[ctx.monitor_bin], monitor_grace=a.monitor_grace)
@@ -1300,10 +1300,7 @@ def cmd_case1_pair(ctx: Ctx) -> dict:
         argv = [ctx.work_bin, str(p["mb"]), p["mode"], str(p["accesses_per_iteration"])]
         if p.get("iterations"):
             argv.append(str(p["iterations"]))
-        if not params.get("fill", False):
-            argv.append("--no-fill")
-        elif params.get("fill_data"):
-            argv += ["--fill", params["fill_data"]]
+        argv += work_fill_args(params.get("fill", False), params.get("fill_data"))
         works.append(argv + list(params.get("extra_work_args") or []))
     spec = RunSpec(works, timeout=float(params["timeout_s"]),
                    psi_interval=float(params.get("psi_interval_s", a.psi_interval)),
@@ -1831,6 +1828,11 @@ def parse_fill(value, name: str, allow_phase: bool) -> tuple:
         return False, None
     raise RunnerError("%s must be %s, not %r" % (
         name, ("false, true, " if allow_phase else "") + ", ".join(FILL_DATA[:-1]) + " or " + FILL_DATA[-1], value))
+
+
+def work_fill_args(fill: bool, fill_data) -> list:
+    """work's options for a fill phase writing ``fill_data`` (default random), or none."""
+    return ["--fill", fill_data or "random"] if fill else ["--no-fill"]
 
 
 def _positive_int(v, name) -> int:
