@@ -1,4 +1,4 @@
-"""``python -m analysis {case1,case2,compare,report,bench} [RUN]``: the command line.
+"""``python -m analysis {case1,case2,compare,report,bench,export} [RUN]``: the command line.
 
 Each subcommand imports its module only when it runs, so ``--help`` and
 table-only runs do not pay for matplotlib.
@@ -150,6 +150,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print the computed figures as one JSON object instead of the tables (the doc "
                         "is still written unless --no-doc)")
     p.set_defaults(func=_dispatch("bench"))
+
+    p = sub.add_parser("export", formatter_class=argparse.RawDescriptionHelpFormatter,
+                       help="the run as one tidy table, one row per machine x case x N x repeat x process "
+                            "(CSV, or Parquet with pyarrow)",
+                       description=textwrap.fill(
+                           "One row per process of every Case Study 2 run (machine x N x repeat x process) "
+                           "and Case Study 1 pair (machine x pair x process): the machine's attributes, the "
+                           "process's getrusage at exit, pfprof's totals since registration, and its counts "
+                           "in the run's timed window with their source. Writes RUN/analysis/tidy.csv (or "
+                           "tidy.parquet) and prints its path. The columns: pydoc analysis.export, "
+                           "docs/results-format.md.", 78),
+                       epilog=EPILOG)
+    _run_arg(p)
+    p.add_argument("--out", metavar="FILE",
+                   help="where the table goes (default: RUN/analysis/tidy.csv or .parquet; '-': CSV on stdout)")
+    p.add_argument("--format", choices=("csv", "parquet"), default=None,
+                   help="csv, or parquet (needs pyarrow) (default: parquet when --out ends in .parquet, else csv)")
+    p.set_defaults(func=_dispatch("export"))
     return parser
 
 
