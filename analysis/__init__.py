@@ -1,6 +1,6 @@
 """thrashlab's analysis: where each machine starts to thrash.
 
-``python -m analysis {case1,case2,compare,report,bench} [RUN]`` reads a run
+``python -m analysis {case1,case2,compare,report,bench,export} [RUN]`` reads a run
 directory laid out as in docs/results-format.md (default: ``latest`` in the
 results directory ``thrashlab.paths.results_root()``, i.e.
 ``$THRASHLAB_RESULTS_DIR``, else ``results/`` of the repository, whatever the
@@ -12,7 +12,8 @@ Modules: :mod:`analysis.case1`, :mod:`analysis.case2`, :mod:`analysis.compare`
 (the headline; Python API ``compare_rows(run_dir)`` and ``render_table(rows,
 fmt)``), :mod:`analysis.knee` (the thrashing-point rule), :mod:`analysis.report`,
 :mod:`analysis.bench` (the benchmark's report: pfprof against perf and a
-/proc poller, tick fidelity, the testbed's overhead; docs/benchmarks.md).
+/proc poller, tick fidelity, the testbed's overhead; docs/benchmarks.md),
+:mod:`analysis.export` (the run as one tidy table, a row per process).
 
 What happens to bad input, file by file (never a traceback):
 
