@@ -1,10 +1,14 @@
 """python -m collector: results home from every machine of the lab.
 
-    python -m collector pull [--run ID] [--lab FILE] [-i INVENTORY] [--limit PATTERN]
+    python -m collector pull [--run ID] [--lab FILE] [-i INVENTORY] [--limit PATTERN] [--jobs N]
 
 Machines and connections come from the Ansible inventory (`ansible-inventory
 --list` from the repository root: the lab's machines through whichever
-testbed is up, or a static inventory given with -i). See collector/pull.py
+testbed is up, or a static inventory given with -i): ansible_host,
+ansible_port, ansible_user, ansible_ssh_private_key_file, and a ProxyJump
+(-J) or ProxyCommand in ansible_ssh_common_args/ansible_ssh_extra_args;
+where the inventory says nothing, ~/.ssh/config decides. Host keys, of jump
+hosts too, are verified against the pinned known_hosts. See collector/pull.py
 for what is verified and how a run lands under results/.
 """
 from __future__ import annotations
@@ -44,6 +48,8 @@ def main(argv=None) -> int:
     p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for a machine (default 30)")
     p.add_argument("--backoff", type=float, default=1.0, metavar="S",
                    help="first pause before a retry (s); doubled at each retry, at most 8x (default 1)")
+    p.add_argument("--jobs", type=int, metavar="N",
+                   help="machines collected at once (default: as many as there are, at most 8)")
     args = parser.parse_args(argv)
 
     from thrashlab.progress import Progress
@@ -54,12 +60,14 @@ def main(argv=None) -> int:
     progress = Progress()
     if args.retries < 1:
         parser.error("--retries must be at least 1")
+    if args.jobs is not None and args.jobs < 1:
+        parser.error("--jobs must be at least 1")
     try:
         progress.say("reading the inventory (ansible-inventory --list)")
         hosts, lab = load_hosts(args.inventory, args.limit, args.lab)
         opts = Options(run_id=args.run, retries=args.retries, timeout=args.timeout, expect_case=args.expect_case,
                        host_errors=dict(args.host_error), results_dir=args.results_dir,
-                       backoff_base=args.backoff)
+                       backoff_base=args.backoff, jobs=args.jobs)
         return pull(hosts, lab, opts, progress)
     except (InventoryError, CollectError) as e:
         print(f"collector: error: {e}", file=sys.stderr)

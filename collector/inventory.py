@@ -4,21 +4,29 @@ One piece of inventory logic for everything: the collector asks
 ``ansible-inventory --list`` (run from the repository root, so that
 ansible.cfg's inventory and plugins apply) and reads, for each host of the
 group ``lab``: ``ansible_host``, ``ansible_port``, ``ansible_user``,
-``ansible_ssh_private_key_file``, the known_hosts file to verify its host
-key against, and ``thrashlab_results_dir``.
+``ansible_ssh_private_key_file``, a ProxyJump or ProxyCommand, the
+known_hosts file to verify its host key against, and ``thrashlab_results_dir``.
+Where the inventory says nothing (no port, user or proxy), ``~/.ssh/config``
+decides, as it does for Ansible's ssh (collector/remote.py).
+
+The proxy: the first ``-J HOPS``, ``-o ProxyJump=HOPS`` or
+``-o ProxyCommand=CMD`` in ``ansible_ssh_common_args`` then
+``ansible_ssh_extra_args`` (OpenSSH's rule: the first one given wins, and
+``none`` means a direct connection even where ssh_config names a proxy).
 
 The known_hosts file: the host variable ``thrashlab_known_hosts`` if the
 inventory sets it, else every ``UserKnownHostsFile`` named in
 ``ansible_ssh_common_args`` / ``ansible_ssh_extra_args`` (the thrashlab
 inventory plugin puts the testbed's pinned file there, for the local QEMU
 testbed and for Vagrant), else ``~/.ssh/known_hosts`` (a static inventory:
-see inventory/hosts.example.yml).
+see inventory/hosts.example.yml). The jump hosts' keys are verified against
+the same files.
 """
 from __future__ import annotations
 
-import getpass
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -39,16 +47,15 @@ class InventoryError(RuntimeError):
 class Host:
     name: str
     address: str
-    port: int
-    user: str
+    port: int | None  # None: ssh_config's, else 22
+    user: str | None  # None: ssh_config's, else the local user
     key_file: str | None
     known_hosts: list[str]
     results_dir: str
     backend: str = "static"
     hostvars: dict = field(default_factory=dict)
-
-    def describe(self) -> str:
-        return f"{self.user}@{self.address}:{self.port}"
+    proxy_jump: str | None = None  # "user@host:port[,...]", or "none"
+    proxy_command: str | None = None  # or "none"
 
 
 def _unwrap(value):
@@ -108,11 +115,11 @@ def group_hosts(inv: dict, group: str) -> list[str]:
     return seen
 
 
-def known_hosts_from_args(*arg_strings: str | None) -> list[str]:
-    """Every UserKnownHostsFile given in ssh arguments (``-o UserKnownHostsFile=F``,
-    ``-oUserKnownHostsFile=F``, ``-o "UserKnownHostsFile F"``); a value may list
-    several files."""
-    found: list[str] = []
+def ssh_options_from_args(*arg_strings: str | None) -> list[tuple[str, str]]:
+    """The ssh options given in ssh arguments, in order, as (lower-case name, value):
+    ``-o Name=V``, ``-oName=V``, ``-o "Name V"``, and ``-J HOPS`` / ``-JHOPS`` as
+    ("proxyjump", HOPS)."""
+    found: list[tuple[str, str]] = []
     for s in arg_strings:
         if not s:
             continue
@@ -120,19 +127,41 @@ def known_hosts_from_args(*arg_strings: str | None) -> list[str]:
             words = shlex.split(str(s))
         except ValueError:
             words = str(s).split()
-        options = []
         for i, w in enumerate(words):
-            if w == "-o" and i + 1 < len(words):
-                options.append(words[i + 1])
-            elif w.startswith("-o") and len(w) > 2:
-                options.append(w[2:])
-        for opt in options:
-            key, sep, value = opt.partition("=")
-            if not sep:
-                key, _, value = opt.partition(" ")
-            if key.strip().lower() == "userknownhostsfile":
-                found += [os.path.expanduser(v) for v in value.split()]
+            for flag, name in (("-o", None), ("-J", "proxyjump")):
+                if w == flag and i + 1 < len(words):
+                    value = words[i + 1]
+                elif w.startswith(flag) and len(w) > 2:
+                    value = w[2:]
+                else:
+                    continue
+                if name:
+                    found.append((name, value))
+                else:
+                    # as ssh_config: the name ends at the first "=" or blank
+                    m = re.match(r"\s*([^\s=]+)\s*=?\s*(.*)", value, re.S)
+                    if m:
+                        found.append((m.group(1).lower(), m.group(2).strip()))
     return found
+
+
+def known_hosts_from_args(*arg_strings: str | None) -> list[str]:
+    """Every UserKnownHostsFile given in ssh arguments (``-o UserKnownHostsFile=F``,
+    ``-oUserKnownHostsFile=F``, ``-o "UserKnownHostsFile F"``); a value may list
+    several files."""
+    return [os.path.expanduser(v) for key, value in ssh_options_from_args(*arg_strings)
+            if key == "userknownhostsfile" for v in value.split()]
+
+
+def proxy_from_args(*arg_strings: str | None) -> tuple[str | None, str | None]:
+    """(ProxyJump, ProxyCommand) of ssh arguments: the first of the two given wins
+    (as in OpenSSH, where each prevents later instances of the other)."""
+    for key, value in ssh_options_from_args(*arg_strings):
+        if key == "proxyjump":
+            return value, None
+        if key == "proxycommand":
+            return None, value
+    return None, None
 
 
 def _templated(name: str, key: str, value):
@@ -154,20 +183,25 @@ def host_from_vars(name: str, hv: dict) -> Host:
     if not known_hosts:
         known_hosts = [os.path.expanduser("~/.ssh/known_hosts")]
     key = get("ansible_ssh_private_key_file") or get("ansible_private_key_file")
+    port = get("ansible_port") or get("ansible_ssh_port")
     try:
-        port = int(get("ansible_port") or get("ansible_ssh_port") or 22)
+        port = int(port) if port else None
     except (TypeError, ValueError):
-        raise InventoryError(f"host {name}: ansible_port {hv.get('ansible_port')!r} is not a number") from None
+        raise InventoryError(f"host {name}: ansible_port {port!r} is not a number") from None
+    user = get("ansible_user") or get("ansible_ssh_user")
+    proxy_jump, proxy_command = proxy_from_args(get("ansible_ssh_common_args"), get("ansible_ssh_extra_args"))
     return Host(
         name=name,
         address=str(get("ansible_host") or get("ansible_ssh_host") or name),
         port=port,
-        user=str(get("ansible_user") or get("ansible_ssh_user") or getpass.getuser()),
+        user=str(user) if user else None,
         key_file=os.path.expanduser(str(key)) if key else None,
         known_hosts=known_hosts,
         results_dir=str(get("thrashlab_results_dir") or DEFAULT_RESULTS_DIR),
         backend=str(hv.get("thrashlab_backend") or "static"),
         hostvars=hv,
+        proxy_jump=proxy_jump,
+        proxy_command=proxy_command,
     )
 
 

@@ -1,7 +1,9 @@
 """``python -m collector pull``: a run's results home from every machine.
 
-For each machine (all in parallel, one thread each):
-  1. connect (paramiko, host key verified against the inventory's known_hosts);
+For each machine (in parallel, at most ``--jobs`` at a time: a bounded pool
+of threads, each with its machine's fabric Connection):
+  1. connect (fabric, through the machine's jump hosts or ProxyCommand if any;
+     host keys verified against the inventory's known_hosts: collector/remote.py);
   2. list the run's files with their sha256 on the machine (``sha256sum``),
      leaving out the runner's hidden, unfinished files;
   3. check the run is complete there: facts.json, and a DONE marker in every
@@ -21,17 +23,23 @@ atomically) points at it. Remote data is never deleted.
 Exit status: 0 every machine collected; 1 some machine failed (the run still
 lands, with that machine marked failed and none of its files); 2 nothing to
 collect from (inventory, arguments, local I/O).
+
+Tests make failures happen at a chosen moment through a plugin: a Python file
+named by $THRASHLAB_COLLECTOR_PLUGIN whose ``before_download(remote, host,
+rel)`` runs before every download attempt and ``after_file(host, count)``
+after each file a machine has downloaded (tests/collector_faults.py). Never
+set in normal use; the collector says loudly when it is.
 """
 from __future__ import annotations
 
 import datetime
 import fcntl
+import importlib.util
 import json
 import os
 import shlex
 import shutil
 import subprocess
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -45,7 +53,8 @@ from . import remote as rm
 from .inventory import Host
 
 COLLECTOR_VERSION = 1
-TEST_HOOK_ENV = "THRASHLAB_COLLECTOR_TEST_HOOK"
+PLUGIN_ENV = "THRASHLAB_COLLECTOR_PLUGIN"
+DEFAULT_MAX_JOBS = 8
 CASES = ("case1", "case2", "bench")
 
 
@@ -87,6 +96,7 @@ class Options:
     host_errors: dict = field(default_factory=dict)
     results_dir: Path | None = None
     backoff_base: float = 1.0
+    jobs: int | None = None  # machines collected at once; None: min(DEFAULT_MAX_JOBS, machines)
 
 
 def utc_now() -> str:
@@ -100,53 +110,44 @@ def human_bytes(n: int) -> str:
     return f"{n} B"
 
 
-# ----------------------------------------------------------------------------- test hook
+# ----------------------------------------------------------------------------- test plugin
 
-class TestHook:
-    """A test hook, only when $THRASHLAB_COLLECTOR_TEST_HOOK is set (a JSON object
-    or list of them), to make failures happen at a chosen moment:
-      {"host": H, "file": REL, "remote": CMD}   run CMD on H before every download
-                                                attempt of REL (e.g. change the file)
-      {"host": H, "after_files": K, "local": CMD}  run CMD here, once, after H has
-                                                downloaded K files (e.g. kill its VM)
-    Never set in normal use; the collector says loudly when it is."""
-
-    def __init__(self, progress: Progress):
-        raw = os.environ.get(TEST_HOOK_ENV)
-        self.hooks = []
-        self._fired: set[int] = set()
-        self._lock = threading.Lock()
-        if raw:
-            data = json.loads(raw)
-            self.hooks = data if isinstance(data, list) else [data]
-            progress.say(f"TEST HOOK ACTIVE (${TEST_HOOK_ENV}): {raw}")
+class NoHooks:
+    """What the collector runs at its hook points in normal use: nothing."""
 
     def before_download(self, remote: rm.Remote, host: str, rel: str) -> None:
-        for h in self.hooks:
-            if h.get("host") == host and h.get("file") == rel and h.get("remote"):
-                remote.run(h["remote"])
+        pass
 
     def after_file(self, host: str, count: int) -> None:
-        for i, h in enumerate(self.hooks):
-            if h.get("host") == host and h.get("after_files") == count and h.get("local"):
-                with self._lock:
-                    if i in self._fired:
-                        continue
-                    self._fired.add(i)
-                subprocess.run(h["local"], shell=True, check=False)
+        pass
+
+
+def load_hooks(progress: Progress):
+    """The test plugin named by $THRASHLAB_COLLECTOR_PLUGIN (a Python file), else NoHooks()."""
+    path = os.environ.get(PLUGIN_ENV)
+    if not path:
+        return NoHooks()
+    spec = importlib.util.spec_from_file_location("thrashlab_collector_plugin", path)
+    if spec is None:
+        raise CollectError(f"${PLUGIN_ENV}={path}: not a Python file")
+    plugin = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(plugin)
+    progress.say(f"TEST HOOK ACTIVE (${PLUGIN_ENV}={path})")
+    return plugin
 
 
 # ----------------------------------------------------------------------------- one machine
 
 class HostPull:
-    def __init__(self, host: Host, run_id: str, staging: Path, opts: Options, progress: Progress, hook: TestHook):
+    def __init__(self, remote: rm.Remote, run_id: str, staging: Path, opts: Options, progress: Progress, hooks):
+        host = remote.host
         self.host = host
         self.run_id = run_id
         self.dir = staging / host.name
         self.opts = opts
         self.progress = progress
-        self.hook = hook
-        self.remote = rm.Remote(host, opts.timeout)
+        self.hooks = hooks
+        self.remote = remote
         self.result = HostResult(host.name)
         self.run_dir = f"{host.results_dir.rstrip('/')}/{run_id}"
 
@@ -253,7 +254,7 @@ class HostPull:
             attempts = 0
             while True:
                 try:
-                    self.hook.before_download(self.remote, self.host.name, rel)
+                    self.hooks.before_download(self.remote, self.host.name, rel)
                     size = self.remote.download(f"{self.run_dir}/{rel}", str(self.dir / rel), expected)
                     break
                 except rm.ChecksumMismatch as e:
@@ -272,7 +273,7 @@ class HostPull:
                     raise HostFailed(f"{rel}: {e}") from None
             self.result.files[rel] = expected
             self.result.bytes += size
-            self.hook.after_file(self.host.name, i)
+            self.hooks.after_file(self.host.name, i)
             if time.monotonic() - last_report > 5 and i < total:
                 self.say(f"{i}/{total} files ({human_bytes(self.result.bytes)})")
                 last_report = time.monotonic()
@@ -309,29 +310,24 @@ def git_state(repo: Path = REPO_ROOT) -> tuple[str | None, bool | None]:
         return None, None
 
 
-def newest_run(hosts: list[Host], opts: Options, progress: Progress) -> str:
+def newest_run(remotes: list[rm.Remote], jobs: int, progress: Progress) -> str:
     """The newest run id (by name: ids start with their UTC time) on any machine."""
-    found: dict[str, list[str]] = {}
 
-    def runs_of(host: Host) -> list[str]:
-        r = rm.Remote(host, opts.timeout)
+    def runs_of(r: rm.Remote) -> list[str]:
         try:
-            r.connect()
-            rc, out, _ = r.run(f"ls -1 -- {shlex.quote(host.results_dir)} 2>/dev/null")
+            rc, out, _ = r.run(f"ls -1 -- {shlex.quote(r.host.results_dir)} 2>/dev/null")
             return [ln.strip() for ln in out.splitlines() if ln.strip() and not ln.startswith(".")]
         except (rm.Transient, rm.Permanent) as e:
-            progress.say(f"cannot list runs: {e}", host.name)
+            progress.say(f"cannot list runs: {e}", r.host.name)
             return []
         finally:
             r.close()
 
-    with ThreadPoolExecutor(max_workers=max(1, len(hosts))) as pool:
-        for host, runs in zip(hosts, pool.map(runs_of, hosts)):
-            found[host.name] = runs
-    all_runs = sorted({r for runs in found.values() for r in runs})
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        all_runs = sorted({run for runs in pool.map(runs_of, remotes) for run in runs})
     if not all_runs:
         raise CollectError("no run found on any machine (" + ", ".join(
-            f"{h.name}:{h.results_dir}" for h in hosts) + "); give --run ID")
+            f"{r.host.name}:{r.host.results_dir}" for r in remotes) + "); give --run ID")
     return all_runs[-1]
 
 
@@ -389,8 +385,9 @@ def portable_path(path: str | os.PathLike | None) -> str | None:
         return None
 
 
-def build_manifest(run_id: str, lab: dict, hosts: list[Host], results: dict[str, HostResult], started: str,
-                   ended: str, opts: Options) -> dict:
+def build_manifest(run_id: str, lab: dict, remotes: list[rm.Remote], results: dict[str, HostResult],
+                   started: str, ended: str, opts: Options) -> dict:
+    hosts = [r.host for r in remotes]
     rev, dirty = git_state()
     ok = [results[h.name] for h in hosts if results[h.name].status == "ok"]
     cases = sorted({c for r in ok for c in r.cases})
@@ -419,9 +416,11 @@ def build_manifest(run_id: str, lab: dict, hosts: list[Host], results: dict[str,
         "lab": {**lab, "path": portable_path(lab.get("path"))} if isinstance(lab, dict) else lab,
         "parameters": {h.name: results[h.name].parameters for h in hosts if results[h.name].status == "ok"},
         "machines": machines,
-        "connections": {h.name: {"address": h.address, "port": h.port, "user": h.user, "backend": h.backend,
-                                 "known_hosts": [k for k in map(portable_path, h.known_hosts) if k],
-                                 "results_dir": h.results_dir} for h in hosts},
+        # as connected: the inventory's settings completed by ssh_config
+        "connections": {r.host.name: {"address": r.conn.host, "port": r.conn.port, "user": r.conn.user,
+                                      "backend": r.host.backend,
+                                      "known_hosts": [k for k in map(portable_path, r.host.known_hosts) if k],
+                                      "results_dir": r.host.results_dir} for r in remotes},
         "files": files,
     }
 
@@ -445,9 +444,18 @@ def pull(hosts: list[Host], lab: dict, opts: Options, progress: Progress | None 
     out = out or __import__("sys").stdout
     root = Path(opts.results_dir) if opts.results_dir else results_root()
     root.mkdir(parents=True, exist_ok=True)
-    hook = TestHook(progress)
+    hooks = load_hooks(progress)
     started = utc_now()
-    run_id = opts.run_id or newest_run(hosts, opts, progress)
+    config = rm.ssh_config(opts.timeout)
+    remotes = []
+    for h in hosts:
+        try:
+            remotes.append(rm.Remote(h, opts.timeout, config))
+        except ValueError as e:
+            raise CollectError(f"host {h.name}: unusable connection settings (inventory or ssh_config): {e}") \
+                from None
+    jobs = opts.jobs or max(1, min(DEFAULT_MAX_JOBS, len(hosts)))
+    run_id = opts.run_id or newest_run(remotes, jobs, progress)
     if not opts.run_id:
         progress.say(f"newest run on the machines: {run_id}")
     if "/" in run_id or run_id.startswith(".") or not run_id:
@@ -464,12 +472,13 @@ def pull(hosts: list[Host], lab: dict, opts: Options, progress: Progress | None 
         if staging.exists():
             shutil.rmtree(staging)
         staging.mkdir()
-        progress.say(f"collecting run {run_id} from {', '.join(h.name for h in hosts)} into {root / run_id}")
-        pulls = [HostPull(h, run_id, staging, opts, progress, hook) for h in hosts]
-        with ThreadPoolExecutor(max_workers=max(1, len(pulls))) as pool:
+        at_once = f" ({jobs} at a time)" if jobs < len(hosts) else ""
+        progress.say(f"collecting run {run_id} from {', '.join(h.name for h in hosts)}{at_once} into {root / run_id}")
+        pulls = [HostPull(r, run_id, staging, opts, progress, hooks) for r in remotes]
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
             done = list(pool.map(lambda p: p.run(), pulls))
         results = {r.name: r for r in done}
-        manifest = build_manifest(run_id, lab, hosts, results, started, utc_now(), opts)
+        manifest = build_manifest(run_id, lab, remotes, results, started, utc_now(), opts)
         write_json_atomic(staging / "manifest.json", manifest)
         final = root / run_id
         complete = manifest["complete"]

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+import collector_faults
 from conftest import REPO, run, tool
 
 pytestmark = pytest.mark.vm
@@ -241,7 +242,7 @@ def test_file_changed_after_listing_fails_clearly(both_cases, provisioned, tmp_p
     target = f"/var/lib/thrashlab/results/{copy_id}/{rel}"
     hook = {"host": name, "file": rel, "remote": f"echo changed >> {target}"}
     p = _collector(["--run", copy_id, "--retries", "3", "--backoff", "0.5"],
-                   {**env, "THRASHLAB_COLLECTOR_TEST_HOOK": json.dumps(hook)})
+                   {**env, **collector_faults.env(hook)})
     assert p.returncode == 1, p.stdout + p.stderr
     assert "checksum mismatch" in p.stderr and "listing it again" in p.stderr
     man = json.loads((tmp_path / copy_id / "manifest.json").read_text())
@@ -268,7 +269,7 @@ def test_vm_stopped_during_collection(both_cases, provisioned, tmp_path):
     try:
         t0 = time.monotonic()
         p = _collector(["--run", both_cases["run_id"], "--timeout", "10", "--backoff", "0.5"],
-                       {**env, "THRASHLAB_COLLECTOR_TEST_HOOK": json.dumps(hook)})
+                       {**env, **collector_faults.env(hook)})
         elapsed = time.monotonic() - t0
         assert p.returncode == 1, p.stdout + p.stderr
         man = json.loads((tmp_path / both_cases["run_id"] / "manifest.json").read_text())

@@ -4,13 +4,16 @@ Each "machine" is an OpenSSH sshd started by the test on a free port with its
 own host key, pinned in a known_hosts file, and its own results directory
 (thrashlab_results_dir) holding a run laid out as the runner writes it. The
 machines come from a static Ansible inventory given with -i, so the whole
-path (ansible-inventory, paramiko with RejectPolicy, SFTP, checksums, staging,
-manifest, results/latest) is exercised. Needs /usr/sbin/sshd (Debian package
-openssh-server); skipped without it.
+path (ansible-inventory, fabric with paramiko's RejectPolicy, jump hosts,
+SFTP, checksums, staging, manifest, results/latest) is exercised. A jump
+host is one more such sshd. Each collector runs with HOME in the test's
+directory, so that only the test's ~/.ssh/config applies. Needs
+/usr/sbin/sshd (Debian package openssh-server); skipped without it.
 """
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -18,10 +21,15 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
+import fabric
+import paramiko
 import pytest
+
+import collector_faults
 
 REPO = Path(__file__).resolve().parent.parent
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
@@ -30,6 +38,7 @@ sys.path.insert(0, str(REPO))
 from collector import inventory as cinv  # noqa: E402
 from collector import remote as crm  # noqa: E402
 from collector import pull as cpull  # noqa: E402
+from thrashlab.progress import Progress  # noqa: E402
 
 needs_sshd = pytest.mark.skipif(not os.path.exists(SSHD), reason="needs sshd (apt-get install openssh-server)")
 RUN = "20261125-234000-case2"
@@ -50,12 +59,66 @@ def test_host_from_vars():
                                       "ansible_ssh_common_args": "-o UserKnownHostsFile=/kh -o X=y"})
     assert (h.address, h.port, h.user, h.key_file, h.known_hosts) == ("127.0.0.1", 2222, "root", "/k", ["/kh"])
     assert h.results_dir == "/var/lib/thrashlab/results"
+    assert (h.proxy_jump, h.proxy_command) == (None, None)
+    # nothing said: left to ssh_config (then port 22, the local user)
     h = cinv.host_from_vars("big", {"thrashlab_known_hosts": "/pinned"})
-    assert h.address == "big" and h.port == 22 and h.known_hosts == ["/pinned"] and h.key_file is None
+    assert h.address == "big" and h.port is None and h.user is None
+    assert h.known_hosts == ["/pinned"] and h.key_file is None
     assert cinv.host_from_vars("x", {}).known_hosts == [os.path.expanduser("~/.ssh/known_hosts")]
     with pytest.raises(cinv.InventoryError, match="template"):
         cinv.host_from_vars("x", {"ansible_host": "{{ foo }}"})
     assert cinv._unwrap({"a": {"__ansible_unsafe": "v"}, "b": [{"__ansible_unsafe": 1}]}) == {"a": "v", "b": [1]}
+
+
+def test_proxy_from_ssh_args():
+    assert cinv.proxy_from_args("-o ProxyJump=u@jump:2200") == ("u@jump:2200", None)
+    assert cinv.proxy_from_args(None, "-J a,b:22 -o ProxyCommand=x") == ("a,b:22", None)
+    assert cinv.proxy_from_args("-Ja -o StrictHostKeyChecking=yes") == ("a", None)
+    # the first of ProxyJump and ProxyCommand wins (OpenSSH); the name ends at "=" or a blank
+    cmd = "ssh -o StrictHostKeyChecking=yes -W %h:%p bastion"
+    assert cinv.proxy_from_args(f'-o "ProxyCommand {cmd}"', "-J later") == (None, cmd)
+    assert cinv.proxy_from_args(f"-o 'proxycommand={cmd}'") == (None, cmd)
+    assert cinv.proxy_from_args("-o ProxyJump=none") == ("none", None)
+    assert cinv.proxy_from_args("-o IdentitiesOnly=yes", None) == (None, None)
+    h = cinv.host_from_vars("m", {"ansible_ssh_common_args": "-o UserKnownHostsFile=/kh",
+                                  "ansible_ssh_extra_args": "-J root@127.0.0.1:2200"})
+    assert (h.proxy_jump, h.known_hosts) == ("root@127.0.0.1:2200", ["/kh"])
+
+
+def _remote(tmp_path, ssh_config_text: str, **host_vars) -> crm.Remote:
+    """A Remote as the collector makes it, with ssh_config_text as the only ssh_config."""
+    cfg = tmp_path / "ssh_config"
+    cfg.write_text(ssh_config_text)
+    config = fabric.Config(runtime_ssh_path=str(cfg), overrides={"timeouts": {"connect": 5}})
+    return crm.Remote(cinv.host_from_vars("m", host_vars), 5.0, config)
+
+
+def test_connection_settings_inventory_then_ssh_config(tmp_path):
+    """Nothing opened: what each Connection would connect to, through what, and
+    that every client in the chain rejects unknown host keys."""
+    ssh_config = ("Host alias\n  HostName 10.9.9.9\n  Port 2201\n  User cfguser\n"
+                  "  ProxyJump cfgjump@192.0.2.1:2022\n"
+                  "Host 192.0.2.1\n  User jumpuser\n")
+    # the inventory says nothing: ssh_config's HostName, Port, User, ProxyJump
+    r = _remote(tmp_path, ssh_config, ansible_host="alias")
+    assert (r.conn.host, r.conn.port, r.conn.user) == ("10.9.9.9", 2201, "cfguser")
+    assert r.describe() == "cfguser@10.9.9.9:2201"
+    chain = crm._chain(r.conn)
+    assert [crm.describe(c) for c in chain] == ["cfguser@10.9.9.9:2201", "cfgjump@192.0.2.1:2022"]
+    assert all(isinstance(c.client._policy, paramiko.RejectPolicy) for c in chain)
+    # the inventory wins where it speaks; its jump hosts are visited in order
+    r = _remote(tmp_path, ssh_config, ansible_host="alias", ansible_port=22, ansible_user="inv",
+                ansible_ssh_common_args="-J first.example:2022,192.0.2.1")
+    assert (r.conn.host, r.conn.port, r.conn.user) == ("10.9.9.9", 22, "inv")
+    chain = crm._chain(r.conn)
+    assert [c.host for c in chain] == ["10.9.9.9", "192.0.2.1", "first.example"]
+    assert chain[1].user == "jumpuser" and chain[2].port == 2022  # each hop's ssh_config applies
+    assert all(isinstance(c.client._policy, paramiko.RejectPolicy) for c in chain)
+    # a ProxyCommand is the gateway; "none" turns off ssh_config's proxy
+    r = _remote(tmp_path, ssh_config, ansible_host="alias", ansible_ssh_extra_args="-o 'ProxyCommand=nc %h %p'")
+    assert r.conn.gateway == "nc %h %p"
+    r = _remote(tmp_path, ssh_config, ansible_host="alias", ansible_ssh_extra_args="-o ProxyJump=none")
+    assert r.conn.gateway is False and crm._chain(r.conn) == [r.conn]
 
 
 def test_parse_listing_and_backoff():
@@ -173,40 +236,65 @@ class Machine:
         return base
 
 
+USER = os.environ.get("USER", "root")
+
+
+class Lab:
+    """Machines (sshds), their pinned known_hosts, a static inventory naming them,
+    and the collector run against it with HOME in the test's directory."""
+
+    def __init__(self, root: Path, names=("small", "large")):
+        self.root = root
+        self.key = root / "id_ed25519"
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(self.key)], check=True)
+        self.home = root / "home"
+        (self.home / ".ssh").mkdir(parents=True)
+        self.machines = {name: Machine(root, name, self.key) for name in names}
+        self.extra: list[Machine] = []  # jump hosts
+        self.known = root / "known_hosts"
+        self.known.write_text("".join(m.known_line for m in self.machines.values()))
+        self.inv = root / "hosts.yml"
+        self.write_inventory()
+        self.results = root / "local-results"
+
+    def add_machine(self, name: str) -> Machine:
+        m = Machine(self.root, name, self.key)
+        self.extra.append(m)
+        return m
+
+    def write_inventory(self, **host_vars: dict) -> None:
+        """The inventory; host_vars: more (or other) variables per machine name."""
+        lines = ["lab:", "  vars:", "    lab_name: testlab", f"    ansible_user: {USER}",
+                 f"    ansible_ssh_private_key_file: {self.key}", f"    thrashlab_known_hosts: {self.known}",
+                 "  hosts:"]
+        for name, m in self.machines.items():
+            hv = {"ansible_host": "127.0.0.1", "ansible_port": m.port, "thrashlab_results_dir": str(m.results),
+                  "memory_mb": 256 if name == "small" else 512, "swap_mb": 512, "cpus": 1,
+                  **host_vars.get(name, {})}
+            lines += [f"    {name}:"] + [f"      {k}: {json.dumps(v)}" for k, v in hv.items() if v is not None]
+        self.inv.write_text("\n".join(lines) + "\n")
+
+    def collect(self, *args, env=None, timeout=300):
+        argv = [sys.executable, "-m", "collector", "pull", "-i", str(self.inv), "--results-dir", str(self.results),
+                "--backoff", "0.1", "--timeout", "10", *args]
+        return subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=timeout,
+                              env={**os.environ, "HOME": str(self.home), **(env or {})})
+
+    def manifest(self, run_id: str = RUN) -> dict:
+        return json.loads((self.results / run_id / "manifest.json").read_text())
+
+    def stop(self):
+        for m in [*self.machines.values(), *self.extra]:
+            m.kill()
+
+
 @pytest.fixture
 def lab(tmp_path):
     if not os.path.exists(SSHD):
         pytest.skip("needs sshd (apt-get install openssh-server)")
-    key = tmp_path / "id_ed25519"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
-    machines = {name: Machine(tmp_path, name, key) for name in ("small", "large")}
-    known = tmp_path / "known_hosts"
-    known.write_text("".join(m.known_line for m in machines.values()))
-    inv = tmp_path / "hosts.yml"
-    lines = ["lab:", "  vars:", "    lab_name: testlab", "    ansible_user: " + os.environ.get("USER", "root"),
-             f"    ansible_ssh_private_key_file: {key}", f"    thrashlab_known_hosts: {known}", "  hosts:"]
-    for name, m in machines.items():
-        lines += [f"    {name}:", "      ansible_host: 127.0.0.1", f"      ansible_port: {m.port}",
-                  f"      thrashlab_results_dir: {m.results}", f"      memory_mb: {256 if name == 'small' else 512}",
-                  "      swap_mb: 512", "      cpus: 1"]
-    inv.write_text("\n".join(lines) + "\n")
-    results = tmp_path / "local-results"
-
-    class Lab:
-        pass
-    lab = Lab()
-    lab.machines, lab.known, lab.inv, lab.results, lab.key, lab.root = machines, known, inv, results, key, tmp_path
-
-    def collect(*args, env=None, timeout=300):
-        argv = [sys.executable, "-m", "collector", "pull", "-i", str(inv), "--results-dir", str(results),
-                "--backoff", "0.1", "--timeout", "10", *args]
-        p = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=timeout,
-                           env={**os.environ, **(env or {})})
-        return p
-    lab.collect = collect
+    lab = Lab(tmp_path)
     yield lab
-    for m in machines.values():
-        m.kill()
+    lab.stop()
 
 
 def _sha(path: Path) -> str:
@@ -348,7 +436,7 @@ def test_file_changed_after_listing(lab):
     flag = lab.root / "changed-once"
     once = {"host": "small", "file": "case2/n-01/r-1/run.json",
             "remote": f"[ -e {flag} ] || {{ touch {flag}; echo changed >> {target}; }}"}
-    p = lab.collect("--run", RUN, env={cpull.TEST_HOOK_ENV: json.dumps(once)})
+    p = lab.collect("--run", RUN, env=collector_faults.env(once))
     assert p.returncode == 0, p.stdout + p.stderr
     assert "checksum mismatch" in p.stderr and "TEST HOOK ACTIVE" in p.stderr
     man = json.loads((lab.results / RUN / "manifest.json").read_text())
@@ -360,7 +448,7 @@ def test_file_changed_after_listing(lab):
         m.write_run(run_b)
     target = lab.machines["small"].results / run_b / "case2" / "n-01" / "r-1" / "run.json"
     always = {"host": "small", "file": "case2/n-01/r-1/run.json", "remote": f"echo again >> {target}"}
-    p = lab.collect("--run", run_b, "--retries", "3", env={cpull.TEST_HOOK_ENV: json.dumps(always)})
+    p = lab.collect("--run", run_b, "--retries", "3", env=collector_faults.env(always))
     assert p.returncode == 1
     man = json.loads((lab.results / run_b / "manifest.json").read_text())
     err = man["machines"]["small"]["error"]
@@ -393,7 +481,7 @@ def test_machine_stopped_during_collection(lab):
                       "    os.kill(pid, signal.SIGKILL)\n")
     hook = {"host": "large", "after_files": 3, "local": f"{sys.executable} {killer}"}
     t0 = time.monotonic()
-    p = lab.collect("--run", RUN, env={cpull.TEST_HOOK_ENV: json.dumps(hook)})
+    p = lab.collect("--run", RUN, env=collector_faults.env(hook))
     elapsed = time.monotonic() - t0
     assert p.returncode == 1, p.stdout + p.stderr
     man = json.loads((lab.results / RUN / "manifest.json").read_text())
@@ -409,6 +497,164 @@ def test_machine_stopped_during_collection(lab):
     lines = p.stdout.splitlines()
     assert lines[0].split()[:2] == ["machine", "status"]
     assert any(ln.startswith("large") and "FAILED" in ln for ln in lines)
+
+
+
+# ----------------------------------------------------------------------------- jump hosts
+
+def _jump_host(lab, pinned_as: str = "127.0.0.1") -> Machine:
+    """One more sshd, the jump host, its key pinned (as ``pinned_as``) in the lab's known_hosts."""
+    jump = lab.add_machine("jump")
+    with open(lab.known, "a") as f:
+        f.write(jump.known_line.replace("[127.0.0.1]", f"[{pinned_as}]"))
+    return jump
+
+
+@needs_sshd
+def test_collect_through_jump_host(lab):
+    """ProxyJump from the inventory's ssh arguments (-o ProxyJump=, -J): both machines
+    reached through the jump host, both host keys verified, and nothing is
+    collected once the jump host is gone."""
+    jump = _jump_host(lab)
+    for m in lab.machines.values():
+        m.write_run()
+    hop = f"{USER}@127.0.0.1:{jump.port}"
+    lab.write_inventory(small={"ansible_ssh_common_args": f"-o ProxyJump={hop} -o StrictHostKeyChecking=yes"},
+                        large={"ansible_ssh_extra_args": f"-J {hop}"})
+    known_before = lab.known.read_text()
+    p = lab.collect("--run", RUN)
+    assert p.returncode == 0, p.stdout + p.stderr
+    man = lab.manifest()
+    assert man["complete"] is True and len(man["files"]) == 2 * len(
+        [q for q in (lab.machines["small"].results / RUN).rglob("*") if q.is_file() and "/." not in str(q)])
+    for name, m in lab.machines.items():
+        assert (man["connections"][name]["address"], man["connections"][name]["port"]) == ("127.0.0.1", m.port)
+    # behind the jump host, the machine's own key is verified as well
+    run_b = RUN + "b"
+    for m in lab.machines.values():
+        m.write_run(run_b)
+    large = lab.machines["large"]
+    lab.known.write_text(known_before.replace(large.known_line, ""))
+    p = lab.collect("--run", run_b)
+    assert p.returncode == 1
+    man = lab.manifest(run_b)
+    assert man["machines"]["small"]["status"] == "ok"
+    assert man["machines"]["large"]["error"].startswith(
+        f"connect: host key of {USER}@127.0.0.1:{large.port} is not in")
+    lab.known.write_text(known_before)
+    # the machines were reached through the jump host: without it, they cannot be
+    jump.kill()
+    p = lab.collect("--run", run_b, "--retries", "2")
+    assert p.returncode == 1, p.stdout + p.stderr
+    for name in lab.machines:
+        err = lab.manifest(run_b)["machines"][name]["error"]
+        assert err.startswith(f"connect: jump host {hop}: ") and "gave up after 2 attempts" in err
+    assert lab.known.read_text() == known_before
+
+
+@needs_sshd
+def test_collect_through_jump_host_from_ssh_config(lab):
+    """Where the inventory says nothing, ~/.ssh/config does: small is a Host alias
+    with its HostName, Port and ProxyJump there; large stays direct."""
+    jump = _jump_host(lab, pinned_as="localhost")
+    for m in lab.machines.values():
+        m.write_run()
+    small = lab.machines["small"]
+    (lab.home / ".ssh" / "config").write_text(
+        f"Host small-behind-jump\n    HostName 127.0.0.1\n    Port {small.port}\n"
+        f"    ProxyJump {USER}@localhost:{jump.port}\n")
+    lab.write_inventory(small={"ansible_host": "small-behind-jump", "ansible_port": None})
+    p = lab.collect("--run", RUN)
+    assert p.returncode == 0, p.stdout + p.stderr
+    # the manifest names the connection as made: ssh_config's HostName and Port
+    assert lab.manifest()["connections"]["small"]["address"] == "127.0.0.1"
+    assert lab.manifest()["connections"]["small"]["port"] == small.port
+    run_b = RUN + "b"
+    for m in lab.machines.values():
+        m.write_run(run_b)
+    jump.kill()
+    p = lab.collect("--run", run_b, "--retries", "2")
+    assert p.returncode == 1
+    man = lab.manifest(run_b)
+    assert f"jump host {USER}@localhost:{jump.port}" in man["machines"]["small"]["error"]
+    assert man["machines"]["large"]["status"] == "ok"
+
+
+@needs_sshd
+@pytest.mark.parametrize("configured_in", ["inventory", "ssh_config"])
+def test_unknown_jump_host_key_is_refused(lab, configured_in):
+    """A jump host whose key is not pinned, or differs from the pinned one, is
+    refused at once (RejectPolicy, never retried, never added), wherever the
+    jump was configured."""
+    jump = lab.add_machine("jump")  # its key not pinned
+    for m in lab.machines.values():
+        m.write_run()
+    hop = f"{USER}@127.0.0.1:{jump.port}"
+    if configured_in == "inventory":
+        lab.write_inventory(small={"ansible_ssh_common_args": f"-J {hop}"},
+                            large={"ansible_ssh_common_args": f"-J {hop}"})
+    else:
+        hop = f"{USER}@localhost:{jump.port}"  # not 127.0.0.1: fabric would take it for a loop
+        (lab.home / ".ssh" / "config").write_text(f"Host 127.0.0.1\n    ProxyJump {hop}\n")
+    known_before = lab.known.read_text()
+    t0 = time.monotonic()
+    p = lab.collect("--run", RUN)
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert time.monotonic() - t0 < 60
+    for name in lab.machines:
+        machine = lab.manifest()["machines"][name]
+        assert machine["error"].startswith(f"connect: host key of jump host {hop} is not in {lab.known}")
+        assert machine["retries"] == 0
+    assert lab.known.read_text() == known_before
+    # pinned, but another key: refused too
+    other = lab.root / "other_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+    pub = Path(str(other) + ".pub").read_text().split()
+    host = hop.split("@")[1].rsplit(":", 1)[0]
+    lab.known.write_text(known_before + f"[{host}]:{jump.port} {pub[0]} {pub[1]}\n")
+    p = lab.collect("--run", RUN)
+    assert p.returncode == 1
+    for name in lab.machines:
+        err = lab.manifest()["machines"][name]["error"]
+        assert f"host key of jump host {hop} does not match the one pinned" in err
+
+
+# ----------------------------------------------------------------------------- the worker pool
+
+@needs_sshd
+def test_bounded_pool_collects_every_machine(tmp_path, monkeypatch):
+    """Five machines, --jobs 2: never more than two collected at once, all five collected."""
+    lab = Lab(tmp_path, names=("m1", "m2", "m3", "m4", "m5"))
+    try:
+        for m in lab.machines.values():
+            m.write_run()
+        monkeypatch.setenv("HOME", str(lab.home))
+        active, peak, lock = [0], [0], threading.Lock()
+        run_one = cpull.HostPull.run
+
+        def counted(self):
+            with lock:
+                active[0] += 1
+                peak[0] = max(peak[0], active[0])
+            try:
+                return run_one(self)
+            finally:
+                with lock:
+                    active[0] -= 1
+        monkeypatch.setattr(cpull.HostPull, "run", counted)
+        hosts, lab_desc = cinv.load_hosts([str(lab.inv)])
+        progress = io.StringIO()
+        opts = cpull.Options(run_id=RUN, jobs=2, timeout=10, backoff_base=0.1, results_dir=lab.results)
+        assert cpull.pull(hosts, lab_desc, opts, Progress(progress), out=io.StringIO()) == 0
+        assert peak[0] == 2
+        man = lab.manifest()
+        assert man["complete"] is True and sorted(man["machines"]) == sorted(lab.machines)
+        assert "(2 at a time)" in progress.getvalue()
+    finally:
+        lab.stop()
+    p = subprocess.run([sys.executable, "-m", "collector", "pull", "--jobs", "0"], cwd=REPO, capture_output=True,
+                       text=True, timeout=60)
+    assert p.returncode == 2 and "--jobs must be at least 1" in p.stderr
 
 
 def test_no_testbed_is_clear(tmp_path):
