@@ -1,16 +1,20 @@
 """``report``: one self-contained HTML file with every table, every figure and the run's metadata.
 
-The figures are embedded as base64 PNG (``data:`` URIs); the file loads no
-external resource (no script, stylesheet, font or image from elsewhere), so it
-can be mailed or archived alone.  It is written to ``RUN/analysis/report.html``
-(atomically) beside the PNG and SVG files, and its path is printed.
+The thrashing point table comes first.  The figures are the SVG files inlined
+in the page (their text drawn as paths), and hovering a data point shows its
+values (each point's ``<title>``, see analysis.plots); the file loads no
+external resource (no script, stylesheet, font or image from elsewhere, nor
+the figure files), so it can be mailed or archived alone.  It is written to
+``RUN/analysis/report.html`` (atomically) beside the PNG and SVG files, and
+its path is printed.
 """
 from __future__ import annotations
 
-import base64
 import html
+import itertools
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -27,10 +31,11 @@ from analysis.tables import Column, human
 CSS = """
 body { font-family: sans-serif; margin: 2em auto; max-width: 78em; color: #222; padding: 0 1em; }
 h1 { font-size: 1.5em; } h2 { font-size: 1.25em; margin-top: 2em; border-bottom: 1px solid #ccc; }
-table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.88em; }
+table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.88em; display: block; overflow-x: auto; }
 th, td { border: 1px solid #ccc; padding: 0.2em 0.5em; }
 th { background: #f2f2f2; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
-img { max-width: 100%; border: 1px solid #eee; margin: 0.5em 0; }
+figure { margin: 0.5em 0; }
+figure svg { max-width: 100%; height: auto; border: 1px solid #eee; }
 pre { background: #f7f7f7; padding: 0.8em; overflow-x: auto; font-size: 0.88em; }
 .swatch { display: inline-block; width: 0.9em; height: 0.9em; vertical-align: middle; margin-right: 0.3em; }
 .warn { color: #8a4b00; }
@@ -59,9 +64,17 @@ def kv_table(pairs: Sequence[tuple[str, object]]) -> str:
     return f"<table>{rows}</table>"
 
 
-def image(path: Path, alt: str) -> str:
-    data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return f'<p><img alt="{_e(alt)}" src="data:image/png;base64,{data}"></p>'
+def inline_svg(path: Path, alt: str, prefix: str) -> str:
+    """The figure's SVG as an element of the page; its ids (marker shapes, clip paths) get
+    ``prefix`` so that they stay unique among the page's figures."""
+    svg = path.read_text(encoding="utf-8")
+    svg = svg[svg.index("<svg"):].rstrip()
+    svg = re.sub(r"\s*<metadata>.*?</metadata>", "", svg, flags=re.S)
+    # HTML implies the SVG namespaces; dropping them leaves no URL at all in the page.
+    svg = re.sub(r'\s+xmlns(:xlink)?="[^"]*"', "", svg)
+    svg = re.sub(r'\b(id="|href="#|url\(#)', lambda m: m[1] + prefix, svg)
+    svg = svg.replace("<svg", f'<svg role="img" aria-label="{_e(alt)}"', 1)
+    return f"<figure>{svg}</figure>"
 
 
 def notes_html(notes: Sequence[str]) -> str:
@@ -79,6 +92,25 @@ def build(run: Run, out_dir: Path) -> str:
     parts: list[str] = []
     title = f"thrashlab run {m.get('run_id', run.path.name)}"
     parts.append(f"<h1>{_e(title)}</h1>")
+    figure_ids = (f"f{k}-" for k in itertools.count(1))
+
+    def figures(paths: list[Path], alt_of) -> list[str]:
+        return [inline_svg(p, alt_of(p), next(figure_ids)) for p in paths if p.suffix == ".svg"]
+
+    # ---- read everything first, so that bad input stops the report before any figure is drawn
+    cases = c2.load(run) if _has(run, "case2") else None
+    rows = cmp.rows_for(run, cases) if cases is not None else None
+    pairs = c1.load(run) if _has(run, "case1") else None
+    pair_rows = c1.rows(run, pairs) if pairs is not None else None
+
+    # ---- the headline first: where each machine thrashes
+    if cases is not None:
+        parts.append("<h2>Thrashing point per machine (compare)</h2>")
+        parts.append(html_table(rows, cmp.COLUMNS))
+        parts.append(notes_html(cmp.notes_of(rows)))
+        parts += figures(cmp.plot(run, rows, out_dir),
+                         lambda p: "throughput (sum and slowest process) and utilization vs N, knees marked")
+        parts.append("<details><summary>The rule for N*</summary><pre>" + _e(knee.RULE) + "</pre></details>")
 
     # ---- metadata
     lab = m.get("lab") if isinstance(m.get("lab"), dict) else {}
@@ -124,33 +156,18 @@ def build(run: Run, out_dir: Path) -> str:
         for name, p in params.items():
             parts.append(f"<p><b>{_e(name)}</b></p><pre>{_e(json.dumps(p, indent=2, sort_keys=True))}</pre>")
 
-    # ---- read everything first, so that bad input stops the report before any figure is drawn
-    cases = c2.load(run) if _has(run, "case2") else None
-    rows = cmp.rows_for(run, cases) if cases is not None else None
-    pairs = c1.load(run) if _has(run, "case1") else None
-    pair_rows = c1.rows(run, pairs) if pairs is not None else None
-
-    # ---- case 2 and the headline
+    # ---- case 2
     if cases is not None:
-        parts.append("<h2>Thrashing point per machine (compare)</h2>")
-        parts.append(html_table(rows, cmp.COLUMNS))
-        parts.append(notes_html(cmp.notes_of(rows)))
-        for p in cmp.plot(run, rows, out_dir):
-            if p.suffix == ".png":
-                parts.append(image(p, "throughput (sum and slowest process) and utilization vs N, knees marked"))
-        parts.append("<details><summary>The rule for N*</summary><pre>" + _e(knee.RULE) + "</pre></details>")
         parts.append("<h2>Case Study 2</h2>")
         parts.append(html_table(c2.rows(cases), c2.columns()))
         parts.append(notes_html(c2.NOTES))
-        for p in c2.plot(run, cases, out_dir):
-            if p.suffix == ".png":
-                parts.append(image(p, "Case Study 2 metrics vs N"))
+        parts += figures(c2.plot(run, cases, out_dir), lambda p: "Case Study 2 metrics vs N")
         parts.append("<h3>Over time, around each knee</h3>")
         parts.append("<p>" + _e(" ".join(report_series.__doc__.split("\n\n")[1].split())) + "</p>"
                      if report_series.__doc__ else "")
-        series_figures = [p for p in report_series.plot(run, cases, out_dir) if p.suffix == ".png"]
-        for p in series_figures:
-            parts.append(image(p, f"fault rate and CPU over time per process: {p.stem}"))
+        series_figures = figures(report_series.plot(run, cases, out_dir),
+                                 lambda p: f"fault rate and CPU over time per process: {p.stem}")
+        parts += series_figures
         if not series_figures:
             parts.append("<p>No run with a profile around the knees (see the warnings).</p>")
 
@@ -159,9 +176,7 @@ def build(run: Run, out_dir: Path) -> str:
         parts.append("<h2>Case Study 1</h2>")
         parts.append(html_table(pair_rows, c1.COLUMNS))
         parts.append(notes_html(c1.NOTES))
-        for p in c1.plot(run, pairs, out_dir):
-            if p.suffix == ".png":
-                parts.append(image(p, f"Case Study 1 faults: {p.stem}"))
+        parts += figures(c1.plot(run, pairs, out_dir), lambda p: f"Case Study 1 faults: {p.stem}")
 
     parts.append("<h2>Warnings</h2>")
     if run.diag.warnings:

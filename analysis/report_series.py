@@ -127,7 +127,8 @@ def plot(run: Run, cases: list[c2.Case2], out_dir: Path) -> list[Path]:
                 pts = process_series(rep, pid)
                 xs = [p["t_s"] for p in pts]
                 lw, alpha = (2.2, 1.0) if pid == slow else (0.8, 0.55)
-                label = f"pid {pid} (slowest)" if pid == slow else None
+                # '_': out of the legend, still named when hovering a point (analysis.plots)
+                label = f"pid {pid} (slowest)" if pid == slow else f"_pid {pid}"
                 ax_f.plot(xs, [p["majflt_per_s"] for p in pts], linewidth=lw, alpha=alpha, label=label)
                 ax_c.plot(xs, [p["cpus"] for p in pts], linewidth=lw, alpha=alpha, label=label)
             total = c2.fault_rate_series(rep)

@@ -110,14 +110,16 @@ def test_report_is_self_contained_with_every_table_and_figure(run):
     assert html.count("<table>") == 5   # run, machines, compare, case2, case1
     assert "<td>pair-B</td>" in html and "<td class=\"num\">4.95M</td>" in html
     assert "<td class=\"num\">1.05k</td>" in html      # small's slowest process at N* = 3
-    # every figure, embedded
-    images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
-    assert len(images) == 6     # compare, case2, case2-series-small/-large, case1-small, case1-large
-    import base64
-    assert all(base64.b64decode(i)[:4] == b"\x89PNG" for i in images)
+    # every figure, its SVG inlined, ids unique in the page and every reference within it
+    figures = re.findall(r"<figure><svg .*?</svg></figure>", html, re.S)
+    assert len(figures) == 6     # compare, case2, case2-series-small/-large, case1-small, case1-large
+    ids = re.findall(r'\bid="([^"]+)"', html)
+    assert len(ids) == len(set(ids))
+    assert set(re.findall(r'(?:href="#|url\(#)([^")]+)', html)) <= set(ids)
+    assert figures[0].count("<title>small (256 MiB)\nN (processes) = ") == 8   # hover: throughput and CPU
     # nothing external
-    assert not re.search(r"https?://|<script|<link|@import|url\(", html, re.I)
-    assert "src=" not in html.replace('src="data:image/png;base64,', "")
+    assert not re.search(r"https?://|<script|<link|<img|@import|url\((?!#)", html, re.I)
+    assert "src=" not in html
     # the metadata
     for text in ("0123456789abcdef0123456789abcdef01234567", "2026-11-25T23:40:00Z", "2026-11-25T23:52:10Z",
                  "6.1.0-28-amd64", "tcg", "Two small VMs", "case2_work_mb", "The rule for N*",
