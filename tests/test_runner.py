@@ -1,5 +1,6 @@
-"""The guest-side runner (runner/thrashlab_runner.py) on the host: its pure parts,
-and whole case steps against a fake /proc and fake `work`/`monitor` programs.
+"""The guest-side runner (the package runner/thrashlab_runner/) on the host: its
+pure parts, and whole case steps against a fake /proc and fake `work`/`monitor`
+programs, run through the zipapp that the case_runner role ships.
 
 The fakes follow the interface of workloads/ (kmod/README.md, issue 3):
 `work MB MODE ACCESSES [ITER] [--seconds S] [--barrier PATH N]` prints one JSON
@@ -9,6 +10,7 @@ touches the host's kernel settings (drop_caches goes to the fake /proc).
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -20,10 +22,27 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-RUNNER = REPO / "runner" / "thrashlab_runner.py"
+RUNNER_PACKAGE = REPO / "runner" / "thrashlab_runner"
 sys.path.insert(0, str(REPO / "runner"))
 
-import thrashlab_runner as tr  # noqa: E402
+from thrashlab_runner import cli, files, planning, processes, procfs, work_output  # noqa: E402
+from thrashlab_runner.common import RunnerError  # noqa: E402
+
+
+def _case_runner_filters():
+    path = REPO / "playbooks" / "roles" / "case_runner" / "filter_plugins" / "thrashlab_runner.py"
+    spec = importlib.util.spec_from_file_location("case_runner_filters", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="session")
+def runner_pyz(tmp_path_factory) -> Path:
+    """The runner as the machines get it: the zipapp, built by the filter the install task uses."""
+    path = tmp_path_factory.mktemp("runner") / "thrashlab_runner.pyz"
+    path.write_bytes(_case_runner_filters().runner_zipapp(str(RUNNER_PACKAGE)))
+    return path
 
 MEMINFO = """MemTotal:         215000 kB
 MemFree:           90000 kB
@@ -41,53 +60,54 @@ PSI = ("some avg10=1.50 avg60=0.20 avg300=0.05 total=123456\n"
 # ---------------------------------------------------------------------------- pure parts
 
 def test_parsers():
-    m = tr.parse_meminfo(MEMINFO)
+    m = procfs.parse_meminfo(MEMINFO)
     assert m["MemAvailable"] == 153600 and m["SwapTotal"] == 524284 and m["HugePages_Total"] == 0
-    v = tr.parse_vmstat(VMSTAT)
+    v = procfs.parse_vmstat(VMSTAT)
     assert v["pswpout"] == 7 and v["oom_kill"] == 0
-    p = tr.parse_psi(PSI)
+    p = procfs.parse_psi(PSI)
     assert p["some"] == {"avg10": 1.5, "avg60": 0.2, "avg300": 0.05, "total": 123456}
     assert p["full"]["total"] == 65432
-    assert tr.psi_row(1.23456, p) == "1.235,1.50,0.75,123456,65432"
+    assert procfs.psi_row(1.23456, p) == "1.235,1.50,0.75,123456,65432"
     # a kernel without "full" for memory (old) still gives a row of the right width
-    assert tr.psi_row(0, tr.parse_psi("some avg10=0.00 avg60=0.00 avg300=0.00 total=1\n")) == "0.000,0.00,,1,"
-    assert tr.vmstat_delta({"a": 1}, {"a": 5}, "a") == 4
-    assert tr.vmstat_delta({}, {"a": 5}, "a") is None
+    assert procfs.psi_row(0, procfs.parse_psi("some avg10=0.00 avg60=0.00 avg300=0.00 total=1\n")) == "0.000,0.00,,1,"
+    assert procfs.vmstat_delta({"a": 1}, {"a": 5}, "a") == 4
+    assert procfs.vmstat_delta({}, {"a": 5}, "a") is None
 
 
 def test_overlap():
     w = [{"start_mono_ns": 10_000_000_000, "end_mono_ns": 22_000_000_000},
          {"start_mono_ns": 11_500_000_000, "end_mono_ns": 23_000_000_000}]
-    assert tr.overlap_s(w) == 10.5
+    assert work_output.overlap_s(w) == 10.5
     # never overlapped
-    assert tr.overlap_s([{"start_mono_ns": 0, "end_mono_ns": 5}, {"start_mono_ns": 10, "end_mono_ns": 20}]) == 0
+    assert work_output.overlap_s([{"start_mono_ns": 0, "end_mono_ns": 5},
+                                  {"start_mono_ns": 10, "end_mono_ns": 20}]) == 0
     # a missing JSON or timestamp: unknown, not a made-up number
-    assert tr.overlap_s([w[0], None]) is None
-    assert tr.overlap_s([w[0], {"start_mono_ns": 1}]) is None
-    assert tr.overlap_s([]) is None
+    assert work_output.overlap_s([w[0], None]) is None
+    assert work_output.overlap_s([w[0], {"start_mono_ns": 1}]) is None
+    assert work_output.overlap_s([]) is None
 
 
 def test_parse_work_output():
     text = 'registered\n{"accesses": 5, "seconds": 1.0}\n{"broken": \n'
-    assert tr.parse_work_output(text) == {"accesses": 5, "seconds": 1.0}
-    assert tr.parse_work_output("no json here\n") is None
-    assert tr.parse_work_output('[1, 2]\n') is None
+    assert work_output.parse_work_output(text) == {"accesses": 5, "seconds": 1.0}
+    assert work_output.parse_work_output("no json here\n") is None
+    assert work_output.parse_work_output('[1, 2]\n') is None
 
 
 def test_exit_code():
-    assert tr.exit_code(0) == 0 and tr.exit_code(3) == 3
-    assert tr.exit_code(-9) == 137 and tr.exit_code(None) is None
+    assert processes.exit_code(0) == 0 and processes.exit_code(3) == 3
+    assert processes.exit_code(-9) == 137 and processes.exit_code(None) is None
 
 
 @pytest.mark.parametrize("mem, expected", [(192, 20), (256, 36), (320, 52), (512, 96), (1024, 224), (4096, 992)])
 def test_plan_work_mb(mem, expected):
-    assert tr.plan_work_mb(mem) == expected
+    assert planning.plan_work_mb(mem) == expected
 
 
 def test_plan_n_values_default_lab():
     # the default lab as measured: ~150 MiB available on the 256 MiB VM, ~400 on the 512 MiB one
-    small = tr.plan_n_values(150, 512, 36)
-    large = tr.plan_n_values(400, 512, 36)
+    small = planning.plan_n_values(150, 512, 36)
+    large = planning.plan_n_values(400, 512, 36)
     assert small["n_values"] == [1, 3, 4, 5, 6, 7]
     assert large["n_values"] == [1, 6, 11, 12, 13, 17]
     for plan, avail in ((small, 150), (large, 400)):
@@ -104,7 +124,7 @@ def test_plan_n_values_default_lab():
     (89, 512, 20, 7), (212, 512, 20, 7), (335, 512, 20, 6), (900, 2048, 224, 7), (3900, 2048, 224, 8),
     (150, 512, 36, 3), (150, 512, 36, 12), (30, 512, 36, 7), (150, 0, 36, 7), (36, 512, 36, 7)])
 def test_plan_n_values_properties(avail, swap, work, points):
-    plan = tr.plan_n_values(avail, swap, work, points=points)
+    plan = planning.plan_n_values(avail, swap, work, points=points)
     ns = plan["n_values"]
     assert ns == sorted(set(ns)) and ns[0] == 1
     assert len(ns) <= points
@@ -115,64 +135,65 @@ def test_plan_n_values_properties(avail, swap, work, points):
 
 def test_plan_n_values_deeper():
     # case2_max_factor 2 and more points: deeper into thrashing, still capped by swap
-    plan = tr.plan_n_values(400, 512, 36, points=7, max_factor=2.0)
+    plan = planning.plan_n_values(400, 512, 36, points=7, max_factor=2.0)
     assert plan["n_values"] == [1, 6, 11, 12, 13, 18, 22]
     assert max(plan["n_values"]) * 36 <= 400 + 0.8 * 512
-    assert tr.plan_n_values(400, 100, 36, max_factor=3.0)["n_values"][-1] == 13   # the swap caps it
+    assert planning.plan_n_values(400, 100, 36, max_factor=3.0)["n_values"][-1] == 13   # the swap caps it
 
 
 def test_plan_n_values_small_swap_warns():
-    plan = tr.plan_n_values(150, 0, 36)
+    plan = planning.plan_n_values(150, 0, 36)
     assert plan["n_values"][-1] == 4          # 4 x 36 <= 150: nothing past the available memory fits
     assert plan["warnings"] and "swap too small" in plan["warnings"][0]
 
 
 def test_plan_case1_mb():
-    assert tr.plan_case1_mb(150) == 40
-    assert tr.plan_case1_mb(400) == 120
-    assert tr.plan_case1_mb(3000) == 896
-    assert tr.plan_case1_mb(3500) == 1024   # the course's size once it fits
-    assert tr.plan_case1_mb(10) == 8
+    assert planning.plan_case1_mb(150) == 40
+    assert planning.plan_case1_mb(400) == 120
+    assert planning.plan_case1_mb(3000) == 896
+    assert planning.plan_case1_mb(3500) == 1024   # the course's size once it fits
+    assert planning.plan_case1_mb(10) == 8
 
 
 def test_case1_accesses():
-    assert tr.case1_accesses("auto", "many", 1024) == 50000 and tr.case1_accesses("auto", "few", 1024) == 10000
-    assert tr.case1_accesses("auto", "many", 40) == 1953 and tr.case1_accesses("auto", "few", 40) == 391
-    assert tr.case1_accesses("777", "few", 40) == 777
-    named = {"many": lambda mb: tr.case1_accesses("auto", "many", mb)}
-    assert tr.parse_work_spec("auto R many", 120, 20, named)["accesses_per_iteration"] == 5859
-    with pytest.raises(tr.RunnerError, match="or one of many"):
-        tr.parse_work_spec("auto R few", 120, 20, named)
+    assert planning.case1_accesses("auto", "many", 1024) == 50000
+    assert planning.case1_accesses("auto", "few", 1024) == 10000
+    assert planning.case1_accesses("auto", "many", 40) == 1953 and planning.case1_accesses("auto", "few", 40) == 391
+    assert planning.case1_accesses("777", "few", 40) == 777
+    named = {"many": lambda mb: planning.case1_accesses("auto", "many", mb)}
+    assert planning.parse_work_spec("auto R many", 120, 20, named)["accesses_per_iteration"] == 5859
+    with pytest.raises(RunnerError, match="or one of many"):
+        planning.parse_work_spec("auto R few", 120, 20, named)
 
 
 def test_work_specs_and_n_values():
-    assert tr.parse_work_spec("auto R 50000", 40, 20) == {"mb": 40, "mode": "R", "accesses_per_iteration": 50000,
+    assert planning.parse_work_spec("auto R 50000", 40, 20) == {"mb": 40, "mode": "R", "accesses_per_iteration": 50000,
                                                         "iterations": 20}
-    assert tr.parse_work_spec("1024 L 10000 5", 40, 20)["iterations"] == 5
-    assert tr.parse_work_spec("64 R 100", None, None)["iterations"] is None
+    assert planning.parse_work_spec("1024 L 10000 5", 40, 20)["iterations"] == 5
+    assert planning.parse_work_spec("64 R 100", None, None)["iterations"] is None
     for bad in ("R 100", "x R 100", "64 X 100", "64 R 0", "64 R 1 2 3", "auto R 10"):
-        with pytest.raises(tr.RunnerError):
-            tr.parse_work_spec(bad, None if bad.startswith("auto") else 40, None)
-    assert tr.parse_n_values("1, 2,4 8") == [1, 2, 4, 8]
-    assert tr.parse_n_values("[1,3]") == [1, 3]
+        with pytest.raises(RunnerError):
+            planning.parse_work_spec(bad, None if bad.startswith("auto") else 40, None)
+    assert planning.parse_n_values("1, 2,4 8") == [1, 2, 4, 8]
+    assert planning.parse_n_values("[1,3]") == [1, 3]
     for bad in ("", "1,0", "1,1", "a"):
-        with pytest.raises(tr.RunnerError):
-            tr.parse_n_values(bad)
+        with pytest.raises(RunnerError):
+            planning.parse_n_values(bad)
 
 
 def test_case2_order():
-    assert tr.case2_points([4, 1], 2) == [{"n": 1, "repeat": 1}, {"n": 4, "repeat": 1},
+    assert planning.case2_points([4, 1], 2) == [{"n": 1, "repeat": 1}, {"n": 4, "repeat": 1},
                                           {"n": 1, "repeat": 2}, {"n": 4, "repeat": 2}]
-    assert tr.point_dir_name(4, 1) == "n-04/r-1"
+    assert planning.point_dir_name(4, 1) == "n-04/r-1"
 
 
 def test_atomic_write_and_remove_tree(tmp_path):
     p = tmp_path / "d" / "f.json"
-    tr.atomic_json(str(p), {"a": 1})
+    files.atomic_json(str(p), {"a": 1})
     assert json.loads(p.read_text()) == {"a": 1}
     assert sorted(os.listdir(p.parent)) == ["f.json"]      # no temporary left
     assert oct(p.stat().st_mode & 0o777) == "0o644"
-    tr.remove_tree(str(tmp_path / "d"))
+    files.remove_tree(str(tmp_path / "d"))
     assert os.listdir(tmp_path) == []
 
 
@@ -272,7 +293,7 @@ FAKE_MONITOR = textwrap.dedent(r'''
 
 
 @pytest.fixture
-def fake(tmp_path):
+def fake(tmp_path, runner_pyz):
     """A fake machine: /proc, /sys and /dev/pfprof under tmp_path, fake programs, env."""
     proc = tmp_path / "proc"
     for d in ("pressure", "pfprof/reg", "sys/vm"):
@@ -300,20 +321,20 @@ def fake(tmp_path):
         env = {**os.environ, "FAKE_PFPROF": str(proc / "pfprof"), "FAKE_DEVICE": str(dev)}
 
         def run(self, *args, env=None, check=True):
-            argv = [sys.executable, str(RUNNER), *args, "--results-dir", str(results),
+            argv = [sys.executable, str(runner_pyz), *args, "--results-dir", str(results),
                     "--remote-dir", str(tmp_path / "opt"), "--proc-root", str(proc), "--sys-root", str(sysr),
                     "--pfprof-device", str(dev), "--run-dir", str(tmp_path / "run"), "--settle-timeout", "4", "--swap-window", "0.1",
                     "--monitor-grace", "3"]
             p = subprocess.run(argv, env={**self.env, **(env or {})}, capture_output=True, text=True, timeout=120)
-            lines = [ln for ln in p.stdout.splitlines() if ln.startswith(tr.RESULT_MARK)]
+            lines = [ln for ln in p.stdout.splitlines() if ln.startswith(cli.RESULT_MARK)]
             assert lines, f"no RESULT line:\nstdout={p.stdout}\nstderr={p.stderr}"
-            result = json.loads(lines[-1][len(tr.RESULT_MARK):])
+            result = json.loads(lines[-1][len(cli.RESULT_MARK):])
             if check:
                 assert p.returncode == 0, f"exit {p.returncode}: {p.stderr}"
             return p.returncode, result, p.stderr
 
     f = Fake()
-    f.proc, f.results, f.dev = proc, results, dev
+    f.proc, f.results, f.dev, f.runner = proc, results, dev, runner_pyz
     return f
 
 
@@ -359,7 +380,7 @@ def test_case2_end_to_end_with_fakes(fake):
     prof = (pdir / "profile.csv").read_text().splitlines()
     assert prof[0] == "ts_ns,jiffies,pid,minflt,majflt,cpu_ns,flags" and len(prof) == 4
     samples = (pdir / "psi-samples.csv").read_text().splitlines()
-    assert samples[0] == tr.PSI_HEADER and len(samples) >= 2
+    assert samples[0] == procfs.PSI_HEADER and len(samples) >= 2
     assert (fake.proc / "sys" / "vm" / "drop_caches").read_text() == "3\n"
     # nothing of the work processes' raw output or the barrier is left behind
     assert not os.listdir(fake.root / "run")
@@ -369,14 +390,14 @@ def test_case2_auto_plan(fake):
     rc, plan, err = fake.run("case2-start", "--run-id", "t2", *MACHINE, "--lab-min-memory-mb", "256")
     # the fake machine's MemAvailable (150 MiB) / the lab's 36 MiB is 4.17, near the edge: 34 MiB (4.41)
     assert plan["work_mb"] == 34
-    assert plan["n_values"] == tr.plan_n_values(150, 512, 34)["n_values"] == [1, 3, 4, 5, 6, 7]
+    assert plan["n_values"] == planning.plan_n_values(150, 512, 34)["n_values"] == [1, 3, 4, 5, 6, 7]
     assert plan["predicted_n"] == round(150 / 34, 3)
     params = json.loads((fake.results / "t2/case2/params.json").read_text())
     assert params["work_mb"] == 34 and params["plan"]["sizing"]["common_mb"] == 36
     assert params["requested"]["work_mb"] == "auto"
-    p = subprocess.run([sys.executable, str(RUNNER), "plan-case2", "--mem-available-mb", "400", "--swap-mb", "512",
+    p = subprocess.run([sys.executable, str(fake.runner), "plan-case2", "--mem-available-mb", "400", "--swap-mb", "512",
                         "--lab-min-memory-mb", "256"], capture_output=True, text=True, check=True)
-    plan = json.loads(p.stdout.splitlines()[-1][len(tr.RESULT_MARK):])
+    plan = json.loads(p.stdout.splitlines()[-1][len(cli.RESULT_MARK):])
     assert plan["n_values"] == [1, 6, 11, 12, 13, 18] and plan["work_mb"] == 35     # 400/36 = 11.1 -> 11.43
 
 
@@ -386,9 +407,9 @@ def test_auto_work_mb_keeps_the_prediction_off_the_edge(lab_min):
     is a coin toss.  Over MemAvailable from 60 MiB to 4 GiB the auto size keeps the prediction at
     least 0.3 from an integer, within 15% (30% where whole MiB step over the window) of the
     lab's common size, and the plan brackets it."""
-    common = tr.plan_work_mb(lab_min)
+    common = planning.plan_work_mb(lab_min)
     for avail in [60 + 0.7 * i for i in range(5000)]:
-        sizing = tr.plan_case2_work_mb(avail, lab_min)
+        sizing = planning.plan_case2_work_mb(avail, lab_min)
         w, p = sizing["work_mb"], avail / sizing["work_mb"]
         assert abs(w - common) <= 0.3 * common
         if sizing["warnings"]:
@@ -398,18 +419,18 @@ def test_auto_work_mb_keeps_the_prediction_off_the_edge(lab_min):
             continue
         assert abs(p - round(p)) >= 0.3 - 1e-9
         assert sizing["predicted_n"] == round(p, 3)
-        plan = tr.plan_n_values(avail, 512, w)
+        plan = planning.plan_n_values(avail, 512, w)
         if p < 1:                     # not even one process fits: nothing to bracket (the plan warns)
             assert "does not bracket" in plan["warnings"][-1]
             continue
         assert any(n < p for n in plan["n_values"]) and any(n > p for n in plan["n_values"]), (avail, plan)
         assert not [x for x in plan["warnings"] if "bracket" in x]
     # a size already off the edge is kept: the same size on every machine where possible
-    assert tr.plan_case2_work_mb(157.6, 256)["work_mb"] == 36
+    assert planning.plan_case2_work_mb(157.6, 256)["work_mb"] == 36
 
 
 def test_plan_warns_when_the_sweep_does_not_bracket_the_prediction():
-    plan = tr.plan_n_values(150, 512, 34, points=1)
+    plan = planning.plan_n_values(150, 512, 34, points=1)
     assert plan["n_values"] == [1] and "does not bracket the prediction 4.41" in plan["warnings"][-1]
 
 
@@ -499,7 +520,7 @@ def test_errors_are_clear(fake):
 def test_interrupted_point_leaves_nothing_complete(fake):
     fake.run("case2-start", "--run-id", "ti", *MACHINE, "--work-mb", "8", "--n-values", "2",
              "--seconds", "30", "--timeout", "60")
-    argv = [sys.executable, str(RUNNER), "case2-point", "--run-id", "ti", "--n", "2", "--repeat", "1",
+    argv = [sys.executable, str(fake.runner), "case2-point", "--run-id", "ti", "--n", "2", "--repeat", "1",
             "--results-dir", str(fake.results), "--remote-dir", str(fake.root / "opt"),
             "--proc-root", str(fake.proc), "--sys-root", str(fake.root / "sys"),
             "--pfprof-device", str(fake.dev), "--run-dir", str(fake.root / "run"), "--settle-timeout", "4"]
@@ -516,7 +537,7 @@ def test_interrupted_point_leaves_nothing_complete(fake):
     assert not (case2 / "n-02" / "r-1").exists()
     assert [n for n in os.listdir(case2 / "n-02")] == [".r-1.partial"]
     # no work process was left running
-    assert tr.processes_of([str(fake.root / "opt" / "workloads" / "work")]) == []
+    assert processes.processes_of([str(fake.root / "opt" / "workloads" / "work")]) == []
 
 
 def test_case1_with_fakes(fake):

@@ -5,6 +5,10 @@ import base64
 import gzip
 import hashlib
 import importlib.util
+import io
+import os
+import shutil
+import zipfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -53,14 +57,28 @@ def test_error_of_a_failed_task():
     assert f({"msg": "Destination directory /opt/x does not exist"}) == "Destination directory /opt/x does not exist"
 
 
-def test_file_payload_round_trip(tmp_path):
-    p = tmp_path / "r.py"
-    p.write_text("print('hi')\n" * 100)
-    pay = runner_filters.file_payload(str(p))
+def test_runner_zipapp_payload_round_trip(tmp_path):
+    package = REPO / "runner" / "thrashlab_runner"
+    pay = runner_filters.zipapp_payload(str(package))
     data = gzip.decompress(base64.b64decode(pay["b64"]))
-    assert data == p.read_bytes() and pay["sha256"] == hashlib.sha256(data).hexdigest()
+    assert data == runner_filters.runner_zipapp(str(package)) and pay["sha256"] == hashlib.sha256(data).hexdigest()
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        names = zf.namelist()
+        assert names == sorted(names) and names[0] == "__main__.py"
+        assert zf.read("__main__.py") == (package / "__main__.py").read_bytes()
+        assert {n.split("/", 1)[1] for n in names[1:]} == {p.name for p in package.glob("*.py")}
+    # the same sources give the same bytes (the install task then stays unchanged):
+    # not their times, modes or compiled leftovers
+    copy = tmp_path / "thrashlab_runner"
+    shutil.copytree(package, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    for p in copy.iterdir():
+        os.utime(p, (1e9, 1e9))
+        p.chmod(0o600)
+    (copy / "__pycache__").mkdir()
+    (copy / "__pycache__" / "cli.cpython-311.pyc").write_bytes(b"x")
+    assert runner_filters.zipapp_payload(str(copy))["sha256"] == pay["sha256"]
     # the real runner fits easily in one command line (a single argument may hold 128 KiB)
-    assert len(runner_filters.file_payload(str(REPO / "runner" / "thrashlab_runner.py"))["b64"]) < 64 * 1024
+    assert len(pay["b64"]) < 64 * 1024
     assert runner_filters.elapsed_since("bad") == "?"
 
 

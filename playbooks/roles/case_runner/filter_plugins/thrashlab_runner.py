@@ -1,4 +1,5 @@
-# Filters for the case roles: read what the guest runner printed.
+# Filters for the case roles: build the guest runner's zipapp (what
+# tasks/install.yml copies), and read what the runner printed.
 #
 # Every runner step ends its output with `THRASHLAB-RESULT <JSON>` (and, on
 # success, a `THRASHLAB-SUMMARY <text>` line before it); the output may
@@ -9,8 +10,11 @@ from __future__ import annotations
 import base64
 import gzip
 import hashlib
+import io
 import json
+import os
 import time
+import zipfile
 
 RESULT_MARK = "THRASHLAB-RESULT "
 SUMMARY_MARK = "THRASHLAB-SUMMARY "
@@ -95,14 +99,48 @@ def elapsed_since(t0):
     return "%d:%02d" % divmod(secs, 60)
 
 
-def file_payload(path):
-    """A local file as {"b64": gzip+base64 of its bytes, "sha256": its checksum},
-    to write it on a machine with one `raw` command (no Python module, one
+# A zip entry's time and mode: fixed, so that the same sources give the same
+# bytes (and the install task, which compares checksums, stays unchanged).
+ZIP_ENTRY_TIME = (1980, 1, 1, 0, 0, 0)
+ZIP_ENTRY_MODE = 0o644
+ZIPAPP_SHEBANG = b"#!/usr/bin/env python3\n"
+
+
+def runner_zipapp(package_dir):
+    """The runner package as the bytes of one zipapp (`python3 FILE.pyz STEP ...`):
+    its modules under the package's name, its __main__.py also at the top,
+    entries sorted, with fixed times and modes, stored (the payload is
+    compressed whole)."""
+    package_dir = os.path.normpath(package_dir)
+    package = os.path.basename(package_dir)
+    sources = sorted(name for name in os.listdir(package_dir)
+                     if name.endswith(".py") and not name.startswith("."))
+    if "__main__.py" not in sources:
+        raise ValueError("%s has no __main__.py: not the runner package" % package_dir)
+    entries = [("__main__.py", "__main__.py")] + [("%s/%s" % (package, name), name) for name in sources]
+    buf = io.BytesIO()
+    buf.write(ZIPAPP_SHEBANG)
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
+        for arcname, name in sorted(entries):
+            info = zipfile.ZipInfo(arcname, ZIP_ENTRY_TIME)
+            info.create_system = 3          # Unix, whatever the controller: the mode below applies
+            info.external_attr = ZIP_ENTRY_MODE << 16
+            with open(os.path.join(package_dir, name), "rb") as f:
+                zf.writestr(info, f.read())
+    return buf.getvalue()
+
+
+def payload(data):
+    """Bytes as {"b64": gzip+base64 of them, "sha256": their checksum, "size"},
+    to write them on a machine with one `raw` command (no Python module, one
     round trip: each costs seconds under emulation)."""
-    with open(path, "rb") as f:
-        data = f.read()
     return {"b64": base64.b64encode(gzip.compress(data, 9, mtime=0)).decode(),
             "sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+
+
+def zipapp_payload(package_dir):
+    """The runner package's zipapp as a :func:`payload`."""
+    return payload(runner_zipapp(package_dir))
 
 
 class FilterModule:
@@ -112,5 +150,5 @@ class FilterModule:
             "thrashlab_runner_summary": runner_summary,
             "thrashlab_runner_error": thrashlab_runner_error,
             "thrashlab_elapsed_since": elapsed_since,
-            "thrashlab_file_payload": file_payload,
+            "thrashlab_zipapp_payload": zipapp_payload,
         }

@@ -1,0 +1,57 @@
+"""thrashlab runner: Case Study 1 and 2, and the benchmarks, on one lab machine.
+
+Copied to every machine by playbooks/roles/case_runner as one zipapp built
+from this package (thrashlab_runner.pyz) and run there as root, one command
+per Ansible task. Python 3 standard library only (the machines have python3
+and no pip).
+
+    thrashlab_runner.pyz case2-start  --run-id ID --machine NAME [plan options]
+    thrashlab_runner.pyz case2-point  --run-id ID --n N --repeat R
+    thrashlab_runner.pyz case1-start  --run-id ID --machine NAME [--work-mb auto|MB] --pair A=SPEC,SPEC ...
+                                      (SPEC: "MB MODE ACCESSES [ITERATIONS]", MB may be auto,
+                                       ACCESSES many or few: --accesses-many/--accesses-few)
+    thrashlab_runner.pyz case1-pair   --run-id ID --pair A
+    thrashlab_runner.pyz bench-start  --run-id ID --machine NAME [--rounds R --processes 1,8,32 ...]
+    thrashlab_runner.pyz bench-idle   --run-id ID
+    thrashlab_runner.pyz bench-round  --run-id ID --round K
+    thrashlab_runner.pyz case-finish  --run-id ID --case case1|case2|bench
+    thrashlab_runner.pyz facts        --run-id ID --machine NAME
+    thrashlab_runner.pyz plan-case2   --mem-available-mb A --swap-mb S [plan options]   (prints, writes nothing)
+
+Results follow docs/results-format.md under <results dir>/<run id>/ (default
+/var/lib/thrashlab/results). A case's start reads the machine's facts after
+letting it settle, resolves the parameters that are `auto` and writes
+<case>/params.json; every later step reads its parameters from there, so the
+file always says what really ran.
+
+One run (a Case Study 2 point, or a Case Study 1 pair):
+  1. settle: wait until earlier work/monitor processes are gone (kill them after
+     a bound), `sync`, drop the page cache, wait until swap-in/out is quiet;
+  2. copy /proc/vmstat, /proc/pressure/memory, /proc/meminfo (and pfprof's stats);
+  3. start `monitor -o profile.csv --until-idle` and wait until it has
+     /dev/pfprof open, then start the work processes (Case Study 2: with
+     `--barrier`, so that all of them fill their memory first and start their
+     timed phase together);
+  4. sample PSI memory every --psi-interval s into psi-samples.csv while they
+     run; everything is bounded by --timeout: leftovers are killed and the
+     run says so (timed_out, killed);
+  5. each work's JSON line -> work-K.json; the copies after; run.json.
+A run is built in a hidden directory (.r-1.partial) and renamed into place
+after its run.json is written; each file is written to a temporary name and
+renamed. So an interrupted run never leaves anything that looks complete.
+A case is complete when <case>/DONE exists (case-finish writes it last).
+
+Output: progress on stderr; the last line on stdout is
+`THRASHLAB-RESULT <one JSON object>` (what the playbooks read), preceded by
+`THRASHLAB-SUMMARY <one line for humans>`. Exit status 0 when the step was
+done and recorded (a run with an OOM kill or a timeout is recorded, not an
+error), 1 on an error (message on stderr and in the RESULT line), 2 on bad
+arguments.
+
+Where things are: cli (arguments, the RESULT line), steps (the context every
+step shares, facts, case-finish), case1, case2, bench and bench_cell (the
+steps of each), run (one run: monitor, work processes, PSI, run.json),
+machine (the kernel's files, the settle between runs), facts, planning (what
+`auto` resolves to), procfs, work_output, profilers and barrier (pure
+parsers), processes, files (atomic writes), values, common.
+"""
