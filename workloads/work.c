@@ -150,9 +150,12 @@ static void on_stop(int sig)
 	stop_signal = sig;
 }
 
+static volatile sig_atomic_t usr1_seen;
+
 static void on_usr1(int sig)
 {
 	(void)sig;
+	usr1_seen = 1;
 }
 
 /*
@@ -540,8 +543,12 @@ static int write_all(int fd, const char *buf, size_t len)
 	return 0;
 }
 
-/* Wait for SIGUSR1, SIGTERM or SIGINT without losing one that came early. */
-static void hold(void)
+/*
+ * Say "holding", then wait for SIGUSR1, SIGTERM or SIGINT. The signals are
+ * blocked before the line is written, so one sent as soon as it is read
+ * stays pending until sigsuspend() instead of being lost.
+ */
+static void hold(pid_t pid)
 {
 	sigset_t block, old, wait;
 
@@ -550,13 +557,13 @@ static void hold(void)
 	sigaddset(&block, SIGTERM);
 	sigaddset(&block, SIGINT);
 	sigprocmask(SIG_BLOCK, &block, &old);
-	if (!stop_signal) {
-		wait = old;
-		sigdelset(&wait, SIGUSR1);
-		sigdelset(&wait, SIGTERM);
-		sigdelset(&wait, SIGINT);
+	fprintf(stderr, "work: pid %d holding, SIGUSR1 finishes\n", (int)pid);
+	wait = old;
+	sigdelset(&wait, SIGUSR1);
+	sigdelset(&wait, SIGTERM);
+	sigdelset(&wait, SIGINT);
+	while (!stop_signal && !usr1_seen)
 		sigsuspend(&wait);
-	}
 	sigprocmask(SIG_SETMASK, &old, NULL);
 }
 
@@ -700,8 +707,7 @@ int main(int argc, char **argv)
 	format_json(json, sizeof(json), &o, &res);
 	if (o.hold) {
 		/* Asleep, nothing of the process changes while a test reads it. */
-		fprintf(stderr, "work: pid %d holding, SIGUSR1 finishes\n", (int)res.pid);
-		hold();
+		hold(res.pid);
 	}
 	getrusage(RUSAGE_SELF, &res.ru_end);
 	unregister_self();
