@@ -103,6 +103,7 @@ def test_run_passes_e_values_to_every_playbook(monkeypatch):
     monkeypatch.setattr(thrashlab.job.subprocess, "run",
                         lambda argv, **kw: commands.append(argv) or subprocess.CompletedProcess(argv, 0))
     monkeypatch.setenv("THRASHLAB_LAB", str(ROOT / "lab.yml"))  # restored after: open_lab exports it
+    monkeypatch.setenv("THRASHLAB_PLAIN_PROGRESS", "1")  # the live view (pytest -s in a terminal) streams instead
     extra = ["-e", "case2_repeats=3", "-e", '{"case2_n_values": [1, 2]}']
     assert thrashlab.main.main(["--lab", str(ROOT / "labs" / "default.yml"), *extra]) == 0
     playbooks = {Path(argv[1]).name: argv[2:] for argv in commands if argv[0].endswith("ansible-playbook")}

@@ -11,11 +11,13 @@ import argparse
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 from .lab import REPO_ROOT, LabError, load_lab
-from .progress import Progress, format_duration
+from .paths import results_root
+from .progress import Progress, format_duration, make_progress
 
 BIN = Path(sys.executable).parent
 
@@ -49,7 +51,10 @@ def extra_vars(args) -> list[str]:
 
 class Job:
     def __init__(self, progress: Progress | None = None):
-        self.progress = progress or Progress()
+        self.progress = progress or make_progress()
+        # Where Ansible's output goes when a live view hides it (not under a
+        # run's directory: the collector replaces that one as a whole).
+        self.log_dir = results_root() / "logs" / time.strftime("%Y%m%d-%H%M%S", time.gmtime())
         self.timings: list[tuple[str, float]] = []
         if os.environ.get("THRASHLAB_INSTALL_SECONDS", "").isdigit():  # measured by run.sh / bench.sh
             self.timings.append(("install", float(os.environ["THRASHLAB_INSTALL_SECONDS"])))
@@ -63,6 +68,7 @@ class Job:
             print(f"{who}: error: {e}", file=sys.stderr)
             return None
         os.environ["THRASHLAB_LAB"] = str(lab.path)
+        self.progress.add_machines(lab.names)
         return lab
 
     def bring_up(self, bed, *setup_extra: str) -> dict:
@@ -74,24 +80,70 @@ class Job:
         return state or {}
 
     def step(self, name: str, func):
-        self.progress.say(f"== {name}")
+        self.progress.begin_step(name)
         started = time.monotonic()
         try:
             return func()
         finally:
             self.timings.append((name, time.monotonic() - started))
 
-    def command(self, argv: list[str]):
-        """A step function that runs argv in the repository and fails on a non-zero exit."""
+    def command(self, argv: list[str], log_name: str | None = None):
+        """A step function that runs argv in the repository and fails on a
+        non-zero exit. Under a live view, its output is streamed into the
+        view, or with ``log_name`` (Ansible's) into ``log_dir/log_name.log``."""
         def run_it():
-            proc = subprocess.run(argv, cwd=REPO_ROOT)
-            if proc.returncode != 0:
+            details = ""
+            if not self.progress.live:
+                returncode = subprocess.run(argv, cwd=REPO_ROOT).returncode
+            elif log_name:
+                log = self.log_dir / f"{log_name}.log"
+                returncode = self._run_into_log(argv, log)
+                details = failure_details(log) if returncode != 0 else ""
+            else:
+                returncode = self._run_relayed(argv)
+            if returncode != 0:
                 shown = argv[1:4] if argv[0] == sys.executable else argv[:3]
-                raise StepFailed(f"{' '.join(shown)} failed (exit {proc.returncode})")
+                raise StepFailed(f"{' '.join(shown)} failed (exit {returncode}){details}")
         return run_it
 
     def playbook(self, path: str, *extra: str):
-        return self.command([tool("ansible-playbook"), path, *extra])
+        return self.command([tool("ansible-playbook"), path, *extra], log_name=Path(path).stem)
+
+    def _run_into_log(self, argv: list[str], log: Path) -> int:
+        """argv with its output in ``log``, every line also read by the live view."""
+        log.parent.mkdir(parents=True, exist_ok=True)
+        self.progress.say(f"full output: {log}")
+        with log.open("w") as out, subprocess.Popen(argv, cwd=REPO_ROOT, stdout=subprocess.PIPE,
+                                                    stderr=subprocess.STDOUT, text=True, errors="replace") as proc:
+            try:
+                for line in proc.stdout:
+                    out.write(line)
+                    out.flush()
+                    self.progress.ansible_line(line.rstrip("\n"))
+            except BaseException:
+                proc.kill()  # as subprocess.run does on ^C
+                raise
+        return proc.returncode
+
+    def _run_relayed(self, argv: list[str]) -> int:
+        """argv with its stdout on ours (the comparison table) and its stderr
+        (progress lines, errors) printed above the live view."""
+        with subprocess.Popen(argv, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, errors="replace") as proc:
+            def relay_stderr():
+                for line in proc.stderr:
+                    self.progress.relay(line.rstrip("\n"))
+            relay = threading.Thread(target=relay_stderr, daemon=True)
+            relay.start()
+            try:
+                for line in proc.stdout:
+                    sys.stdout.write(line)
+                sys.stdout.flush()
+            except BaseException:
+                proc.kill()
+                raise
+            relay.join()
+        return proc.returncode
 
     def run_on(self, bed, body, keep: bool = False) -> int:
         """Run ``body()`` (its steps) on the testbed ``bed``; stop the VMs
@@ -99,25 +151,41 @@ class Job:
         time went, and return the exit status: 0, 1 on a failed step, 130 on ^C."""
         from localvm.testbed import TestbedError
         status = 0
-        try:
-            body()
-        except (StepFailed, TestbedError) as e:
-            self.progress.say(f"FAILED: {e}")
-            status = 1
-        except KeyboardInterrupt:
-            self.progress.say("interrupted")
-            status = 130
-        finally:
-            if keep and status == 0:
-                self.progress.say("VMs left running (--keep); stop them with `python -m localvm down`")
-            else:
-                self.step("shutdown", lambda: bed.down())
+        with self.progress.showing():
+            try:
+                body()
+            except (StepFailed, TestbedError) as e:
+                self.progress.failed(str(e))
+                status = 1
+            except KeyboardInterrupt:
+                self.progress.say("interrupted")
+                status = 130
+            finally:
+                if keep and status == 0:
+                    self.progress.say("VMs left running (--keep); stop them with `python -m localvm down`")
+                else:
+                    self.step("shutdown", lambda: bed.down())
         self.report()
         return status
 
     def report(self) -> None:
+        # The same lines in a terminal: tests and CI logs read them.
         total = sum(t for _, t in self.timings)
         print("\nwhere the time went:", file=sys.stderr)
         for name, t in self.timings:
             print(f"  {name:<36} {format_duration(t):>8}", file=sys.stderr)
         print(f"  {'total':<36} {format_duration(total):>8}", file=sys.stderr)
+
+
+# The lines of an Ansible log that name a failure.
+FAILURE_LINE = ("fatal:", "failed:", "ERROR!", "[ERROR]")
+
+
+def failure_details(log: Path, tail: int = 20) -> str:
+    """What a failed playbook's log says: its failure lines and the recap
+    (its last lines when no line names a failure), and where the log is."""
+    lines = log.read_text(errors="replace").splitlines()
+    recap = next((i for i, line in enumerate(lines) if line.startswith("PLAY RECAP")), len(lines))
+    failures = [line for line in lines[:recap] if line.startswith(FAILURE_LINE)]
+    shown = failures + lines[recap:] if failures else lines[-tail:]
+    return "\n" + "\n".join(shown).rstrip() + f"\nfull output: {log}"
