@@ -37,6 +37,35 @@ BOOT_TIMEOUT_S = 420  # a cold TCG boot of two VMs on two cores takes ~30-60 s
 SERIAL_TAIL_LINES = 40
 
 
+def host_available_mb() -> int | None:
+    try:
+        meminfo = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
+        return int(meminfo["MemAvailable"].split()[0]) // 1024
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def lab_fit(lab, host_cpus: int, host_available: int | None) -> dict:
+    """Whether the lab's VMs fit the host: {"error", "warning", "host"}.
+    Each VM needs its RAM and about 150 MiB for QEMU itself."""
+    vcpus = sum(m.cpus for m in lab.machines)
+    need = sum(m.memory_mb for m in lab.machines) + 150 * len(lab.machines)
+    try:
+        load = round(os.getloadavg()[0], 2)
+    except OSError:
+        load = None
+    host = {"cpus": host_cpus, "loadavg_1m": load, "available_mb": host_available,
+            "vcpus": vcpus, "vcpus_over_cores": vcpus > host_cpus}
+    error = warning = None
+    if host_available is not None and need > host_available:
+        error = (f"the lab needs about {need} MiB of host memory ({len(lab.machines)} VMs) "
+                 f"but only {host_available} MiB are available")
+    elif vcpus > host_cpus:
+        warning = (f"the lab's {vcpus} vCPUs outnumber the host's {host_cpus} cores: the VMs share "
+                   f"cores, so ticks and throughputs are slower and noisier than on a lab that fits")
+    return {"error": error, "warning": warning, "host": host}
+
+
 class TestbedError(RuntimeError):
     __test__ = False
 
@@ -249,16 +278,17 @@ class Testbed:
         return f"last {len(text)} lines of {log}:\n" + "\n".join(text)
 
     # ------------------------------------------------------------ up / down
-    def _check_host_memory(self) -> None:
-        need = sum(m.memory_mb for m in self.lab.machines) + 150 * len(self.lab.machines)
-        try:
-            meminfo = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
-            avail = int(meminfo["MemAvailable"].split()[0]) // 1024
-        except (OSError, KeyError, ValueError):
-            return
-        if need > avail:
-            raise TestbedError(f"the lab needs about {need} MiB of host memory "
-                               f"({len(self.lab.machines)} VMs) but only {avail} MiB are available")
+    def _check_host_fit(self) -> dict:
+        """The lab against the host: too little memory is an error before any
+        VM starts; more vCPUs than host cores a warning (the VMs then share
+        cores, and ticks and throughputs degrade). What was found goes into
+        the state (host cores, load, vCPUs)."""
+        fit = lab_fit(self.lab, os.cpu_count() or 1, host_available_mb())
+        if fit["error"]:
+            raise TestbedError(fit["error"])
+        if fit["warning"]:
+            self.progress.say(f"warning: {fit['warning']}")
+        return fit["host"]
 
     def _launch(self, m: Machine, image: Image, accel: str, keep_disk: bool = False) -> int:
         vdir = self.vm_dir(m.name)
@@ -302,7 +332,7 @@ class Testbed:
         if any(s.state != "stopped" for s in statuses) or self.stray_pids():
             self.progress.say(f"testbed {self.lab.name}: cleaning up a partial or crashed testbed first")
             self.down(quiet=True)
-        self._check_host_memory()
+        host = self._check_host_fit()
         images = images or self.images()
         first = images[self.lab.machines[0].suite]
         accel = qemu.choose_accelerator(first.kernel, say=self.progress.say)
@@ -317,7 +347,7 @@ class Testbed:
                 "lab": str(self.lab.path), "lab_name": self.lab.name, "accelerator": accel,
                 "image": str(first.dir), "kernel_release": first.info().get("kernel_release"),
                 "ssh_key": str(self.key), "known_hosts": str(self.known_hosts),
-                "ssh_config": str(self.ssh_config),
+                "ssh_config": str(self.ssh_config), "host": host,
                 "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "machines": {m.name: {"host": "127.0.0.1", "port": ports[m.name], "user": "root",
                                       "pid": self.our_pid(m.name), "memory_mb": m.memory_mb,

@@ -117,3 +117,17 @@ def test_ssh_to_a_stopped_machine_says_so(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "localvm", "ssh", "nosuch"], cwd=REPO,
                           capture_output=True, text=True, env=env)
     assert proc.returncode == 2 and "no machine named 'nosuch'" in proc.stderr
+
+
+def test_a_lab_is_checked_against_the_host():
+    from localvm.testbed import lab_fit
+    lab = load_lab(REPO / "labs" / "course.yml")  # one machine, 320 MiB, 2 vCPUs
+    ok = lab_fit(lab, host_cpus=2, host_available=4096)
+    assert ok["error"] is None and ok["warning"] is None
+    assert ok["host"]["vcpus"] == 2 and ok["host"]["vcpus_over_cores"] is False
+    crowded = lab_fit(lab, host_cpus=1, host_available=4096)
+    assert crowded["error"] is None and "2 vCPUs outnumber the host's 1 cores" in crowded["warning"]
+    assert crowded["host"]["vcpus_over_cores"] is True
+    small = lab_fit(lab, host_cpus=2, host_available=300)  # 320 MiB + QEMU's own
+    assert "needs about 470 MiB of host memory" in small["error"] and "300 MiB" in small["error"]
+    assert lab_fit(lab, host_cpus=2, host_available=None)["error"] is None  # no /proc/meminfo: no verdict
