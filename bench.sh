@@ -5,4 +5,4 @@
 # Case Study 2 sweep to time the testbed itself, prints the table and writes
 # docs/benchmarks.md; the VMs are stopped at the end. Progress on stderr.
 #   ./bench.sh [--lab FILE] [-e bench_rounds=N ...] [--doc FILE | --no-doc]
-exec "$(dirname "$0")/scripts/launch.sh" thrashlab.bench "$@"
+exec "$(dirname "$0")/scripts/launch.sh" thrashlab_job.bench "$@"

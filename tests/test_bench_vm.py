@@ -1,5 +1,5 @@
 """The benchmark end to end on the session's testbed (./bench.sh's
-thrashlab.bench with --keep, made short with -e), then its numbers checked
+thrashlab_job.bench with --keep, made short with -e), then its numbers checked
 against sources that do not depend on the profilers: each work process's own
 getrusage() and the arithmetic of the schedule."""
 from __future__ import annotations
@@ -24,7 +24,7 @@ def bench(provisioned, lab_env, tmp_path_factory):
     results = tmp_path_factory.mktemp("bench-results")
     doc = results / "benchmarks.md"
     env = {**lab_env, "THRASHLAB_RESULTS_DIR": str(results)}
-    job = run([sys.executable, "-m", "thrashlab.bench", "--keep", "--doc", str(doc),
+    job = run([sys.executable, "-m", "thrashlab_job.bench", "--keep", "--doc", str(doc),
                "-e", f"bench_rounds={ROUNDS}", "-e", f"bench_idle_seconds={IDLE_S}",
                "-e", json.dumps({"bench_processes": PROCESSES}), "-e", "bench_accesses_total=10000000",
                "-e", "case2_points=3", "-e", "case2_seconds=4"], env=env, timeout=2400)

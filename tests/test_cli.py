@@ -1,5 +1,5 @@
 """The command lines around the modules, without VMs: the ``thrashlab`` console
-script (thrashlab/cli.py) and ``./run.sh -e VAR=VALUE`` down to the playbooks."""
+script (thrashlab_job/cli.py) and ``./run.sh -e VAR=VALUE`` down to the playbooks."""
 import os
 import shutil
 import subprocess
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from thrashlab import cli
+from thrashlab_job import cli
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = "tests/fixtures/results/good"
@@ -57,9 +57,9 @@ def test_an_unknown_command_or_none_is_a_usage_error():
         assert "thrashlab: error:" in p.stderr and "compare" in p.stderr
 
 
-def test_importing_the_cli_imports_no_upper_layer():
-    # thrashlab/ is the floor localvm, collector and analysis stand on: no import cycle.
-    code = ("import sys, thrashlab.cli; "
+def test_importing_the_cli_imports_no_command_module():
+    # The cli imports a command's module only when it runs: --help and --version stay light.
+    code = ("import sys, thrashlab_job.cli; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('localvm', 'collector', 'analysis')))")
     p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert (p.returncode, p.stdout.strip()) == (0, "[]"), p.stderr
@@ -92,20 +92,20 @@ class FakeTestbed:
 
 
 def test_run_passes_e_values_to_every_playbook(monkeypatch):
-    # thrashlab.main with the testbed faked and every command recorded instead of run.
+    # thrashlab_job.main with the testbed faked and every command recorded instead of run.
     import localvm.testbed
-    import thrashlab.job
-    import thrashlab.main
+    import thrashlab_job.job
+    import thrashlab_job.main
 
     commands = []
     monkeypatch.setattr(localvm.testbed, "Testbed", FakeTestbed)
-    # thrashlab.job's subprocess is the global module: restored by monkeypatch at the end.
-    monkeypatch.setattr(thrashlab.job.subprocess, "run",
+    # thrashlab_job.job's subprocess is the global module: restored by monkeypatch at the end.
+    monkeypatch.setattr(thrashlab_job.job.subprocess, "run",
                         lambda argv, **kw: commands.append(argv) or subprocess.CompletedProcess(argv, 0))
     monkeypatch.setenv("THRASHLAB_LAB", str(ROOT / "lab.yml"))  # restored after: open_lab exports it
     monkeypatch.setenv("THRASHLAB_PLAIN_PROGRESS", "1")  # the live view (pytest -s in a terminal) streams instead
     extra = ["-e", "case2_repeats=3", "-e", '{"case2_n_values": [1, 2]}']
-    assert thrashlab.main.main(["--lab", str(ROOT / "labs" / "default.yml"), *extra]) == 0
+    assert thrashlab_job.main.main(["--lab", str(ROOT / "labs" / "default.yml"), *extra]) == 0
     playbooks = {Path(argv[1]).name: argv[2:] for argv in commands if argv[0].endswith("ansible-playbook")}
     assert set(playbooks) == {"setup.yml", "case2.yml"}
     for name, args in playbooks.items():
@@ -126,4 +126,4 @@ def test_run_sh_hands_its_arguments_to_the_main_job_unchanged(tmp_path):
     args = ["--lab", "labs/trio.yml", "-e", "case2_repeats=3", "-e", '{"case2_n_values": [1, 2]}', "--keep"]
     p = subprocess.run([str(tmp_path / "run.sh"), *args], capture_output=True, text=True, timeout=30)
     assert p.returncode == 0, p.stderr
-    assert p.stdout.splitlines() == ["-m", "thrashlab.main", *args]
+    assert p.stdout.splitlines() == ["-m", "thrashlab_job.main", *args]

@@ -31,7 +31,7 @@ def test_n_step_distance():
 def test_main_job_finds_each_machines_knee_near_the_prediction(provisioned, lab_env, tmp_path):
     env = {**lab_env, "THRASHLAB_RESULTS_DIR": str(tmp_path / "results")}
     # --keep: the VMs belong to the test session, which stops them at its end.
-    job = run([sys.executable, "-m", "thrashlab.main", "--keep"], env=env, timeout=2400)
+    job = run([sys.executable, "-m", "thrashlab_job.main", "--keep"], env=env, timeout=2400)
     assert job.returncode == 0, job.stdout[-5000:] + job.stderr[-5000:]
     assert "where the time went" in job.stderr
     for step in ("image", "boot", "setup", "sweep", "collect", "analysis"):

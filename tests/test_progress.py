@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from thrashlab import job as job_mod
 from thrashlab import progress as progress_mod
-from thrashlab.job import Job
 from thrashlab.progress import AnsibleOutput, MachineEvent, Progress, wants_live_view
+from thrashlab_job import job as job_mod
+from thrashlab_job.job import Job
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -226,8 +226,8 @@ def test_plain_progress_switch_gives_plain_lines_in_a_terminal():
 
 DRIVE_JOB = """
     import sys
-    from thrashlab.job import Job
     from thrashlab.progress import make_progress
+    from thrashlab_job.job import Job
 
     class Bed:
         def down(self):

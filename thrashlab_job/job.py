@@ -1,5 +1,5 @@
 """The steps of a job on the local testbed, timed: shared by the main job
-(thrashlab.main) and the benchmark (thrashlab.bench).
+(thrashlab_job.main) and the benchmark (thrashlab_job.bench).
 
 Each step prints its name with the elapsed time, runs, and adds its wall time
 to ``timings``; the job prints where the time went at the end. The VMs are
@@ -15,9 +15,9 @@ import threading
 import time
 from pathlib import Path
 
-from .lab import REPO_ROOT, LabError, load_lab
-from .paths import results_root
-from .progress import Progress, format_duration, make_progress
+from thrashlab.lab import REPO_ROOT, LabError, load_lab
+from thrashlab.paths import results_root
+from thrashlab.progress import Progress, format_duration, make_progress
 
 BIN = Path(sys.executable).parent
 

@@ -17,9 +17,9 @@ import socket
 import sys
 import time
 
-from .job import Job, extra_vars, job_parser
-from .lab import REPO_ROOT
-from .paths import results_root
+from thrashlab.lab import REPO_ROOT
+from thrashlab.paths import results_root
+from thrashlab_job.job import Job, extra_vars, job_parser
 
 
 def write_testbed_json(run_dir, run_id: str, lab, accelerator: str | None, job: Job) -> None:

@@ -3,8 +3,8 @@
 Each command runs an existing module's ``main`` with the remaining arguments
 unchanged (``thrashlab compare --json`` is ``python -m analysis compare
 --json``), so every option, message and exit status is that module's.
-thrashlab/ is the floor that localvm, collector and analysis import, so
-this module imports them only when a command runs.
+It imports a command's module only when that command runs, so --help and
+--version load none of localvm, collector or analysis.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import sys
 from dataclasses import dataclass
 from importlib import metadata
 
-from .lab import REPO_ROOT
+from thrashlab.lab import REPO_ROOT
 
 
 @dataclass(frozen=True)
@@ -26,9 +26,9 @@ class Command:
 
 
 COMMANDS = {
-    "run": Command("thrashlab.main", (), "the main job: boot, set up, Case Study 2 sweep, collect, compare, "
+    "run": Command("thrashlab_job.main", (), "the main job: boot, set up, Case Study 2 sweep, collect, compare, "
                                          "stop (./run.sh without the install step)"),
-    "bench": Command("thrashlab.bench", (), "the benchmark of the testbed itself, end to end (./bench.sh "
+    "bench": Command("thrashlab_job.bench", (), "the benchmark of the testbed itself, end to end (./bench.sh "
                                             "without the install step)"),
     "up": Command("localvm.__main__", ("up",), "boot every machine of the lab (python -m localvm up)"),
     "down": Command("localvm.__main__", ("down",), "stop every VM of the testbed (python -m localvm down)"),

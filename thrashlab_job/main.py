@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 import time
 
-from .job import Job, extra_vars, job_parser
+from thrashlab_job.job import Job, extra_vars, job_parser
 
 
 def main(argv=None) -> int:
