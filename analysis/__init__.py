@@ -8,12 +8,16 @@ current directory) and prints tables (``--format text|csv|markdown``,
 ``--json``), writes figures (PNG and SVG, one colour per machine in the lab's
 order) to ``RUN/analysis/``, and, for ``report``, one self-contained HTML file.
 
-Modules: :mod:`analysis.case1`, :mod:`analysis.case2`, :mod:`analysis.compare`
-(the headline; Python API ``compare_rows(run_dir)`` and ``render_table(rows,
-fmt)``), :mod:`analysis.knee` (the thrashing-point rule), :mod:`analysis.report`,
-:mod:`analysis.bench` (the benchmark's report: pfprof against perf and a
-/proc poller, tick fidelity, the testbed's overhead; docs/benchmarks.md),
-:mod:`analysis.export` (the run as one tidy table, a row per process).
+Modules: :mod:`analysis.case1`, :mod:`analysis.case2` (the command; its
+files in ``case2_load``, the profile's window and cross-check in
+``case2_profile``, the table in ``case2_table``, the figure in
+``case2_figure``), :mod:`analysis.compare` (the headline; Python API
+``compare_rows(run_dir)`` and ``render_table(rows, fmt)``), :mod:`analysis.knee`
+(the thrashing-point rule), :mod:`analysis.report`, :mod:`analysis.bench` (a
+package: the benchmark's report: pfprof against perf and a /proc poller, tick
+fidelity, the testbed's overhead; docs/benchmarks.md; its modules are listed in
+its docstring), :mod:`analysis.export` (the run as one tidy table, a row per
+process).
 
 What happens to bad input, file by file (never a traceback):
 
