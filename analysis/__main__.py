@@ -1,4 +1,4 @@
-"""``python -m analysis {case1,case2,compare,report,bench,export} [RUN]``: the command line.
+"""``python -m analysis {case1,case2,compare,report,bench,export} [RUN]``, ``runs``: the command line.
 
 Each subcommand imports its module only when it runs, so ``--help`` and
 table-only runs do not pay for matplotlib.
@@ -24,15 +24,25 @@ def default_run() -> Path:
     return results_root() / "latest"
 
 
-def _run_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run", metavar="RUN", nargs="?", default=None,
-                   help=f"run directory (default: {default_run()}, the collector's newest complete run: "
-                        f"'latest' in $THRASHLAB_RESULTS_DIR, else in the repository's results/, whatever "
-                        f"the current directory)")
+class _Runs(argparse.Action):
+    """RUN [RUN ...]: a list, or None when none is given (main() fills in the default)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, list(values) or None)
 
 
-def _table_args(p: argparse.ArgumentParser, figures: bool = True) -> None:
-    _run_arg(p)
+def _run_arg(p: argparse.ArgumentParser, many: bool = False) -> None:
+    p.add_argument("run", metavar="RUN", nargs="*" if many else "?", default=None,
+                   **({"action": _Runs} if many else {}),
+                   help=(f"run directory (default: {default_run()}, the collector's newest complete run: "
+                         f"'latest' in $THRASHLAB_RESULTS_DIR, else in the repository's results/, whatever "
+                         f"the current directory)")
+                   + ("; several: their machines side by side, rows named RUN/MACHINE (RUN: the run "
+                      "directory's name, as python -m analysis runs lists it)" if many else ""))
+
+
+def _table_args(p: argparse.ArgumentParser, figures: bool = True, many: bool = False) -> None:
+    _run_arg(p, many)
     p.add_argument("--format", choices=("text", "csv", "markdown"), default="text",
                    help="table format (default: text, an aligned table)")
     p.add_argument("--json", action="store_true", help="print the rows as a JSON list instead")
@@ -120,9 +130,16 @@ def build_parser() -> argparse.ArgumentParser:
                            "rate, starved processes and the slowest process's accesses/s; and a figure of "
                            "throughput (summed, and of the slowest process) and utilization vs N with the "
                            "knees marked.", 78)
+                       + "\n\n" + textwrap.fill(
+                           "Several runs (compare RUN RUN ...): the machines of every run side by side, each "
+                           "row named RUN/MACHINE (RUN: the run directory's name), a column for every "
+                           "machine attribute that differs across all the rows (kernel, swap, MGLRU, ...), "
+                           "one series per RUN/MACHINE in the figure (compare-runs.png and .svg, in the first "
+                           "RUN's analysis/ unless --out); --json and csv rows gain a 'run' key, 'machine' "
+                           "staying the machine's own name.", 78)
                        + "\n\nThe thrashing point N*\n\n" + knee.RULE,
                        epilog=EPILOG)
-    _table_args(p)
+    _table_args(p, many=True)
     p.set_defaults(func=_dispatch("compare"))
 
     p = sub.add_parser("report", formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -168,6 +185,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("csv", "parquet"), default=None,
                    help="csv, or parquet (needs pyarrow) (default: parquet when --out ends in .parquet, else csv)")
     p.set_defaults(func=_dispatch("export"))
+
+    p = sub.add_parser("runs", formatter_class=argparse.RawDescriptionHelpFormatter,
+                       help="the runs of the results directory, newest first: lab, machines, cases, date, "
+                            "complete or not, git revision",
+                       description=textwrap.fill(
+                           "One row per run directory under the results directory, newest first: run id, "
+                           "lab, machines, cases present (case1, case2, bench), started and ended, complete "
+                           "(every machine collected ok, per the manifest; a run without a readable "
+                           "manifest is incomplete, the reason under the table), git revision (+dirty), and "
+                           "which run 'latest' points at. The columns: pydoc analysis.runs.", 78))
+    p.add_argument("--results", metavar="DIR",
+                   help="the results directory (default: $THRASHLAB_RESULTS_DIR, else results/ of the "
+                        "repository)")
+    p.add_argument("--format", choices=("text", "csv", "markdown"), default="text",
+                   help="table format (default: text, an aligned table)")
+    p.add_argument("--json", action="store_true", help="print the runs as a JSON list instead")
+    p.set_defaults(func=_dispatch("runs"), run="")
     return parser
 
 
@@ -175,6 +209,8 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from analysis.errors import AnalysisError
     try:
+        if isinstance(args.run, list) and len(args.run) == 1:  # compare RUN: as before several were possible
+            args.run = args.run[0]
         if args.run is None:
             args.run = str(default_run())
             if not os.path.exists(args.run):

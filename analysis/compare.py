@@ -55,10 +55,18 @@ Columns (and keys of ``--json``):
 
 Python API: :func:`compare_rows` (``run_dir -> list[dict]``, the JSON objects)
 and :func:`render_table` (those rows as text, csv, markdown or json).
+
+Several runs (``compare RUN RUN ...``, :func:`compare_runs_rows`): the rows
+of every run in the order given, each with ``run`` (the run directory's
+name, ``latest`` resolved; ``PARENT/NAME`` where two share a name) and
+``machine`` its own name; text, Markdown and the figure (``compare-runs``)
+name each row ``RUN/MACHINE``; the attribute columns are those that differ
+across all the rows. One RUN prints exactly what it always did.
 """
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
@@ -236,7 +244,9 @@ def render_table(rows: Sequence[dict], fmt: str = "text") -> str:
 
 # --------------------------------------------------------------------------- figure
 
-def plot(run: Run, rows: list[dict], out_dir: Path) -> list[Path]:
+def plot(run: Optional[Run], rows: list[dict], out_dir: Path, stem: str = "compare") -> list[Path]:
+    """The figure; each row's series is named by its ``machine`` and drawn in its
+    ``_colour`` (default: the machine's colour in its run)."""
     from analysis import plots
     plt = plots.pyplot()
     fig, (ax_t, ax_u) = plt.subplots(2, 1, figsize=(9, 8), sharex=True,
@@ -245,7 +255,8 @@ def plot(run: Run, rows: list[dict], out_dir: Path) -> list[Path]:
     for row in rows:
         case: c2.Case2 = row["_case"]
         knee: kn.Knee = row["_knee"]
-        colour = case.machine.colour
+        colour = row.get("_colour") or case.machine.colour
+        name = row["machine"]
         ns = [p.n for p in knee.points]
         thr = [max(p.throughput, 1.0) for p in knee.points]
         util = [_median([r.cpu_util for r in case.repeats[n]]) for n in ns]
@@ -254,7 +265,7 @@ def plot(run: Run, rows: list[dict], out_dir: Path) -> list[Path]:
         slow = [(p.n, max(p.slowest, 1.0)) for p in knee.points if p.slowest is not None]
         if slow:
             ax_t.plot([n for n, _ in slow], [v for _, v in slow], "--", color=colour, marker="v",
-                      markersize=4, label=f"{case.machine.name}: slowest process")
+                      markersize=4, label=f"{name}: slowest process")
         ax_u.plot(ns, util, "-o", color=colour, label=label, markersize=4)
         if util:  # where utilization peaked: the course's curve rises to it, then falls
             peak_u = max(range(len(ns)), key=lambda i: util[i])
@@ -267,12 +278,12 @@ def plot(run: Run, rows: list[dict], out_dir: Path) -> list[Path]:
                 ax.axvline(knee.n, color=colour, linestyle="-", linewidth=2.2, alpha=0.55)
             p = knee.point(knee.n)
             ax_t.plot([knee.n], [max(p.throughput, 1.0)], marker="v", markersize=12, color=colour,
-                      markeredgecolor="black", linestyle="none", label=f"{case.machine.name}: N* = {knee.n}")
+                      markeredgecolor="black", linestyle="none", label=f"{name}: N* = {knee.n}")
         if row["predicted_n"] is not None:
             for ax in (ax_t, ax_u):
                 ax.axvline(row["predicted_n"], color=colour, linestyle=":", linewidth=1.6)
             ax_t.plot([], [], color=colour, linestyle=":",
-                      label=f"{case.machine.name}: predicted {row['predicted_n']:.1f}")
+                      label=f"{name}: predicted {row['predicted_n']:.1f}")
     ax_t.set_yscale("log")
     ax_t.set_ylabel("accesses/s (median over repeats;\nsolid: sum over N, dashed: slowest process)")
     ax_u.set_ylabel("CPU utilization in CPUs\n(CPU s / wall s, median; ▲ peak)")
@@ -285,7 +296,7 @@ def plot(run: Run, rows: list[dict], out_dir: Path) -> list[Path]:
                    "working-set prediction;\ndashed curve the slowest process (it collapses where the "
                    "sum may hardly move)", fontsize="medium")
     fig.tight_layout()
-    return plots.save(fig, out_dir, "compare")
+    return plots.save(fig, out_dir, stem)
 
 
 def _median(values: list[float]) -> float:
@@ -293,10 +304,85 @@ def _median(values: list[float]) -> float:
     return statistics.median(values)
 
 
+# --------------------------------------------------------------------------- several runs
+
+def run_names(runs: Sequence[Run]) -> list[str]:
+    """Each run's name in the rows: its directory's name (``latest`` resolved to the
+    run it points at); where two runs share it, with the parent directory's
+    name before it (``other/20261125-...``)."""
+    from analysis.errors import AnalysisError
+    real = [r.path.resolve() for r in runs]
+    for i, p in enumerate(real):
+        if p in real[:i]:
+            raise AnalysisError(runs[i].path, None, f"the same run twice (as {runs[real.index(p)].path})")
+    names = [p.name for p in real]
+    return [f"{p.parent.name}/{p.name}" if names.count(p.name) > 1 else p.name for p in real]
+
+
+def rows_of_runs(runs: Sequence[Run]) -> list[dict]:
+    """The rows of every run, in the order given, each with its ``run`` (the run's name)."""
+    rows = []
+    for name, run in zip(run_names(runs), runs):
+        rows += [{"run": name, **r} for r in rows_for(run)]
+    return rows
+
+
+def compare_runs_rows(run_dirs: Sequence[Union[str, Path]], diag: Optional[Diagnostics] = None) -> list[dict]:
+    """The compare rows of several runs as JSON-ready dicts (``compare RUN RUN ... --json``):
+    those of :func:`compare_rows` with ``run`` first."""
+    d = diag if diag is not None else Diagnostics()
+    rows = rows_of_runs([Run(p, d) for p in run_dirs])
+    return json_rows(rows, [Column("run")] + columns_for(rows), JSON_EXTRA)
+
+
+def named(rows: Sequence[dict]) -> list[dict]:
+    """The rows with ``machine`` named RUN/MACHINE, for people (text, Markdown, the figure)."""
+    return [{**r, "machine": f"{r['run']}/{r['machine']}"} for r in rows]
+
+
+def render_runs_table(rows: Sequence[dict], fmt: str = "text") -> str:
+    """Rows of several runs (:func:`rows_of_runs`): text and Markdown name each row RUN/MACHINE;
+    csv and json keep ``machine`` and add a ``run`` column before it."""
+    if fmt in ("text", "markdown"):
+        return render_table(named(rows), fmt)
+    columns = [Column("run")] + columns_for(rows)
+    shown = [{**r, **{a: mach.describe(r.get(a)) for a in mach.differing(rows)}} for r in rows] \
+        if fmt == "csv" else rows
+    return render(shown, columns, fmt, extra_json=JSON_EXTRA)
+
+
+def plot_runs(rows: list[dict], out_dir: Path) -> list[Path]:
+    """The figure of several runs: one series per RUN/MACHINE, one colour each."""
+    from analysis.load import PALETTE
+    series = [{**r, "_colour": PALETTE[i % len(PALETTE)]} for i, r in enumerate(named(rows))]
+    return plot(None, series, out_dir, stem="compare-runs")
+
+
 # --------------------------------------------------------------------------- command
+
+def resolve(run: str) -> str:
+    """RUN as given, or, when no such path exists and it is a bare name, that run
+    under the results directory (``compare 20261129-063424-case2 ...`` as
+    ``python -m analysis runs`` lists them)."""
+    if os.path.exists(run) or os.sep in run or run in (".", ".."):
+        return run
+    from thrashlab.paths import results_root
+    under = results_root() / run
+    return str(under) if under.is_dir() else run
+
 
 def main(args) -> int:
     from analysis import cli_common
+    args.run = [resolve(r) for r in args.run] if isinstance(args.run, list) else resolve(args.run)
+    if isinstance(args.run, list):  # several runs
+        diag = Diagnostics()
+        runs = [Run(p, diag) for p in args.run]
+        rows = rows_of_runs(runs)
+        fmt = cli_common.fmt(args)
+        text = render_runs_table(rows, fmt)
+        figures = [] if args.no_plots else plot_runs(rows, cli_common.out_dir(args, runs[0]))
+        cli_common.emit(text, figures, fmt)
+        return 0
     run = cli_common.open_run(args)
     rows = rows_for(run)
     fmt = cli_common.fmt(args)

@@ -385,6 +385,19 @@ def portable_path(path: str | os.PathLike | None) -> str | None:
         return None
 
 
+def portable_text(text: str | None) -> str | None:
+    """A message as the manifest may hold it (a failed machine's error): the
+    repository's paths made relative to it, the home directory's written ``~``.
+    Paths on the machine, and the collector's words, are left as they are."""
+    if not text:
+        return text
+    text = text.replace(f"{REPO_ROOT}{os.sep}", "")
+    home = os.path.expanduser("~")
+    if home not in ("", "/", "~"):
+        text = text.replace(f"{home.rstrip(os.sep)}{os.sep}", f"~{os.sep}")
+    return text
+
+
 def build_manifest(run_id: str, lab: dict, remotes: list[rm.Remote], results: dict[str, HostResult],
                    started: str, ended: str, opts: Options) -> dict:
     hosts = [r.host for r in remotes]
@@ -403,7 +416,7 @@ def build_manifest(run_id: str, lab: dict, remotes: list[rm.Remote], results: di
             for rel, digest in sorted(r.files.items()):
                 files[f"{h.name}/{rel}"] = digest
         else:
-            machines[h.name] = {"status": "failed", "error": r.error, "collect_s": round(r.seconds, 1),
+            machines[h.name] = {"status": "failed", "error": portable_text(r.error), "collect_s": round(r.seconds, 1),
                                 "retries": r.retries}
     return {
         "run_id": run_id,

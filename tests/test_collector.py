@@ -309,7 +309,6 @@ def _no_partial_files(results: Path):
 
 # ----------------------------------------------------------------------------- against sshd
 
-@needs_sshd
 def _strings(obj):
     if isinstance(obj, dict):
         for k, v in obj.items():
@@ -322,6 +321,61 @@ def _strings(obj):
         yield obj
 
 
+def _host_paths(man: dict, tmp_path: Path, *homes) -> list[str]:
+    """Every string of the manifest (keys and values, at any depth) that names a
+    path of the collecting host: absolute and existing here, or holding the test's
+    directory, the repository or a home directory. The machines' own results
+    directories (``connections.*.results_dir``: here the sshds' directories on
+    this host) are theirs, not the collector's, and are left out."""
+    markers = [str(m) for m in (tmp_path, REPO, Path.home(), *homes)]
+    found = []
+
+    def walk(obj, where):
+        if isinstance(obj, dict):
+            for k, v in obj.items():
+                walk(k, where + ("<key>",))
+                if not (len(where) == 2 and where[0] == "connections" and k == "results_dir"):
+                    walk(v, where + (k,))
+        elif isinstance(obj, list):
+            for v in obj:
+                walk(v, where)
+        elif isinstance(obj, str):
+            if (obj.startswith("/") and os.path.exists(obj)) or any(m in obj for m in markers):
+                found.append(f"{'.'.join(where)}: {obj}")
+    walk(man, ())
+    return found
+
+
+@needs_sshd
+def test_manifest_names_no_host_path(lab, tmp_path):
+    """results/<run>/ travels to other hosts: its manifest names no path of the one
+    it was collected on. The lab file inside the repository is named relative to
+    it, one outside it not at all; the pinned known_hosts (in the test's
+    directory) is left out of connections; a failed machine's error names a file
+    under the home directory as ~/..."""
+    for m in lab.machines.values():
+        m.write_run()
+    lab.write_inventory(large={"ansible_ssh_private_key_file": str(lab.home / ".ssh" / "id_missing")})
+    p = lab.collect("--run", RUN, "--lab", REPO / "labs" / "default.yml")
+    assert p.returncode == 1, p.stdout + p.stderr
+    man = lab.manifest()
+    assert _host_paths(man, tmp_path, lab.home) == []
+    assert man["lab"]["name"] == "default" and man["lab"]["path"] == "labs/default.yml"
+    assert man["connections"]["small"]["known_hosts"] == [] and man["machines"]["small"]["status"] == "ok"
+    assert man["machines"]["large"]["error"] == "connect: private key ~/.ssh/id_missing of large does not exist"
+    assert man["connections"]["small"]["results_dir"] == str(lab.machines["small"].results)
+
+    outside = tmp_path / "elsewhere.yml"
+    shutil.copy(REPO / "labs" / "default.yml", outside)
+    lab.write_inventory()
+    p = lab.collect("--run", RUN, "--lab", outside)
+    assert p.returncode == 0, p.stdout + p.stderr
+    man = lab.manifest()
+    assert _host_paths(man, tmp_path, lab.home) == [] and man["lab"]["path"] is None
+    assert man["lab"]["name"] == "default" and man["complete"] is True
+
+
+@needs_sshd
 def test_pull_complete_run(lab):
     for m in lab.machines.values():
         m.write_run()
