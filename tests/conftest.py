@@ -42,6 +42,13 @@ def selected_lab_path() -> Path:
 
 
 def pytest_collection_modifyitems(config, items):
+    # Tests marked on_demand("VAR") run only when $VAR is set (longer
+    # matrices, documented in the README); otherwise they are deselected, not
+    # skipped (a skip fails the run under THRASHLAB_REQUIRE_ALL=1).
+    wanted = [i for i in items if not (m := i.get_closest_marker("on_demand")) or os.environ.get(m.args[0])]
+    if len(wanted) < len(items):
+        config.hook.pytest_deselected(items=[i for i in items if i not in wanted])
+        items[:] = wanted
     # Tests that stop the shared testbed run after every other test of it; the
     # second testbed's (newer_kernels) after those, so that the two are never
     # up at once on a small host.
@@ -64,6 +71,14 @@ def pytest_runtest_makereport(item, call):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "teardown_last: runs after every other test (stops the testbed)")
+    config.addinivalue_line("markers", "on_demand(var): runs only when the environment variable var is set")
+
+
+def require(ok: bool, missing: str) -> None:
+    """Skip without the prerequisite; under THRASHLAB_REQUIRE_ALL=1 the skip
+    is a failure (pytest_runtest_makereport above)."""
+    if not ok:
+        pytest.skip(missing)
 
 
 @pytest.fixture(scope="session")

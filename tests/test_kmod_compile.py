@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import require
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "pfprof"))
 
@@ -34,22 +36,14 @@ def _check(result):
     assert "pfprof.ko" in out, out[-2000:]
 
 
-def _require(ok: bool, missing: str) -> None:
-    """Skip without the prerequisite, unless every test must run."""
-    if ok:
-        return
-    if os.environ.get("THRASHLAB_REQUIRE_ALL") == "1":
-        pytest.fail(f"{missing} (THRASHLAB_REQUIRE_ALL=1: a missing prerequisite is a failure)")
-    pytest.skip(missing)
-
 
 def _needs_root():
-    _require(os.geteuid() == 0, "chroot compiles need root")
+    require(os.geteuid() == 0, "chroot compiles need root")
 
 
 def _host_kdirs() -> list[str]:
     kdirs = compile_chroot.host_kdirs()
-    _require(bool(kdirs), "no linux-headers-6.1.*-amd64 under /usr/src")
+    require(bool(kdirs), "no linux-headers-6.1.*-amd64 under /usr/src")
     return kdirs
 
 
@@ -70,7 +64,7 @@ def test_feature_tests_on_6_1():
 @pytest.fixture(scope="module", params=["trixie", "sid"])
 def suite_chroot(request):
     _needs_root()
-    _require(bool(shutil.which("mmdebstrap")), "mmdebstrap is not installed")
+    require(bool(shutil.which("mmdebstrap")), "mmdebstrap is not installed")
     return compile_chroot.chroot_for_suite(request.param)
 
 
@@ -103,7 +97,7 @@ def test_uapi_header_compiles_in_user_space(tmp_path):
 def test_dkms_build(tmp_path):
     """dkms.conf is valid: `dkms build` against the host's 6.1 headers, in a
     private dkms tree (nothing installed)."""
-    _require(bool(shutil.which("dkms")), "dkms is not installed")
+    require(bool(shutil.which("dkms")), "dkms is not installed")
     _needs_root()
     kdir = _host_kdirs()[-1]
     release = Path(kdir).name.removeprefix("linux-headers-")

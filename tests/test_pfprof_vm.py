@@ -823,8 +823,7 @@ def test_benchmark_tick_precision(guest, capsys):
 # ~3-5 minutes per kernel under TCG (a full module build, signing, depmod twice):
 # in the on-demand matrix only. CI checks dkms.conf with `dkms build` on the
 # host (test_kmod_compile.py::test_dkms_build).
-@pytest.mark.skipif("THRASHLAB_PFPROF_SUITES" not in os.environ,
-                    reason="on demand: THRASHLAB_PFPROF_SUITES=... ./test.sh tests/test_pfprof_vm.py")
+@pytest.mark.on_demand("THRASHLAB_PFPROF_SUITES")
 def test_dkms_install(guest):
     if guest.sh("command -v dkms", check=False).returncode != 0:
         pytest.skip("dkms is not installed in the guest")

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import require
+
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,14 +36,6 @@ CHROMIUM = shutil.which("chromium")
 VIEWPORT = (1280, 2000)
 TIMEOUT_S = 60
 
-
-def _require(ok: bool, missing: str) -> None:
-    """Skip without the prerequisite, unless every test must run."""
-    if ok:
-        return
-    if os.environ.get("THRASHLAB_REQUIRE_ALL") == "1":
-        pytest.fail(f"{missing} (THRASHLAB_REQUIRE_ALL=1: a missing prerequisite is a failure)")
-    pytest.skip(missing)
 
 
 class Chromium:
@@ -267,7 +261,7 @@ def thrashing_table_not_first(dom: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
-    _require(CHROMIUM is not None, "chromium is not installed (./test.sh installs Debian's package)")
+    require(CHROMIUM is not None, "chromium is not installed (./test.sh installs Debian's package)")
     home = tmp_path_factory.mktemp("chromium")
     chromium = Chromium(home / "profile", home / "chromium.log")
     yield chromium
