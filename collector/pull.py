@@ -49,6 +49,7 @@ from thrashlab.lab import REPO_ROOT
 from thrashlab.paths import results_root
 from thrashlab.progress import Progress
 
+from . import logs
 from . import remote as rm
 from .inventory import Host
 
@@ -84,6 +85,8 @@ class HostResult:
     facts: dict | None = None
     parameters: dict = field(default_factory=dict)
     times: dict = field(default_factory=dict)
+    # case -> its sweep's attempts (which attempt ran which point; resumed runs have several)
+    attempts: dict = field(default_factory=dict)
     retries: int = 0
 
 
@@ -293,6 +296,8 @@ class HostPull:
             variables = params.get("variables") if isinstance(params.get("variables"), dict) else {}
             self.result.parameters.update(variables)
             self.result.times[case] = {"started": params.get("started"), "ended": params.get("ended")}
+            if isinstance(params.get("attempts"), list):
+                self.result.attempts[case] = params["attempts"]
 
 
 # ----------------------------------------------------------------------------- the run
@@ -412,7 +417,8 @@ def build_manifest(run_id: str, lab: dict, remotes: list[rm.Remote], results: di
         r = results[h.name]
         if r.status == "ok":
             machines[h.name] = {"status": "ok", "facts": r.facts, "cases": r.cases, "files": len(r.files),
-                                "bytes": r.bytes, "collect_s": round(r.seconds, 1), "retries": r.retries}
+                                "bytes": r.bytes, "collect_s": round(r.seconds, 1), "retries": r.retries,
+                                "attempts": r.attempts}
             for rel, digest in sorted(r.files.items()):
                 files[f"{h.name}/{rel}"] = digest
         else:
@@ -491,9 +497,11 @@ def pull(hosts: list[Host], lab: dict, opts: Options, progress: Progress | None 
         with ThreadPoolExecutor(max_workers=jobs) as pool:
             done = list(pool.map(lambda p: p.run(), pulls))
         results = {r.name: r for r in done}
-        manifest = build_manifest(run_id, lab, remotes, results, started, utc_now(), opts)
-        write_json_atomic(staging / "manifest.json", manifest)
         final = root / run_id
+        logs.gather(staging, final, root, run_id)
+        manifest = build_manifest(run_id, lab, remotes, results, started, utc_now(), opts)
+        manifest["logs"] = logs.listing(staging)
+        write_json_atomic(staging / "manifest.json", manifest)
         complete = manifest["complete"]
         kept_earlier = False
         if not complete and _complete_copy(final):

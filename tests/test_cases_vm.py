@@ -68,9 +68,12 @@ def _verify_manifest(run_dir: Path, machines: list[str]) -> dict:
     assert man["lab"]["machines"] and man["git_revision"] and isinstance(man["git_dirty"], bool)
     assert man["started"] and man["ended"] and man["collected"]["ended"]
     on_disk = {str(p.relative_to(run_dir)) for p in run_dir.rglob("*") if p.is_file()} - {"manifest.json"}
-    assert on_disk == set(man["files"])
+    assert on_disk == set(man["files"]) | set(man["logs"])
     for rel, digest in man["files"].items():
         assert _sha(run_dir / rel) == digest, rel
+    # the controller's logs: each playbook run's, the last one attached complete after its collect play
+    for rel, entry in man["logs"].items():
+        assert _sha(run_dir / rel) == entry["sha256"], rel
     return man
 
 
@@ -118,6 +121,8 @@ def test_run_case1_end_to_end(both_cases, provisioned):
 def test_results_complete_and_verified(both_cases, provisioned):
     run_dir = both_cases["dir"]
     man = _verify_manifest(run_dir, provisioned.names)
+    # both playbooks' logs: run-case1.yml's collection kept the one run-case2.yml's had attached
+    assert any("-run-case2-" in rel for rel in man["logs"]) and any("-run-case1-" in rel for rel in man["logs"])
     assert man["case"] == "case1+case2"
     assert os.readlink(both_cases["results"] / "latest") == both_cases["run_id"]
     _assert_no_partial(both_cases["results"])
@@ -279,9 +284,9 @@ def test_vm_stopped_during_collection(both_cases, provisioned, tmp_path):
         others = [n for n in provisioned.names if n != victim]
         assert all(man["machines"][n]["status"] == "ok" for n in others)
         assert not (tmp_path / both_cases["run_id"] / victim).exists()
-        assert set(man["files"]) == {str(q.relative_to(tmp_path / both_cases["run_id"]))
-                                     for q in (tmp_path / both_cases["run_id"]).rglob("*")
-                                     if q.is_file()} - {"manifest.json"}
+        assert set(man["files"]) | set(man["logs"]) == {str(q.relative_to(tmp_path / both_cases["run_id"]))
+                                                        for q in (tmp_path / both_cases["run_id"]).rglob("*")
+                                                        if q.is_file()} - {"manifest.json"}
         for rel, digest in man["files"].items():
             assert _sha(tmp_path / both_cases["run_id"] / rel) == digest
         _assert_no_partial(tmp_path)

@@ -45,6 +45,17 @@ class Progress:
         self.stream = stream or sys.stderr
         self.start = start if start is not None else time.monotonic()
         self._lock = threading.Lock()
+        self._record = None
+
+    def record_to(self, path) -> None:
+        """Also append every line from now on to the file ``path`` (the job's log)."""
+        self._record = open(path, "a")
+
+    def keep(self, text: str) -> None:
+        """Append ``text`` to the log file, if there is one."""
+        if self._record is not None:
+            self._record.write(text + "\n")
+            self._record.flush()
 
     def elapsed(self) -> float:
         return time.monotonic() - self.start
@@ -56,7 +67,9 @@ class Progress:
 
     def say(self, message: str, machine: str | None = None) -> None:
         with self._lock:
-            print(self.line(message, machine), file=self.stream, flush=True)
+            text = self.line(message, machine)
+            print(text, file=self.stream, flush=True)
+            self.keep(text)
 
     def begin_step(self, name: str) -> None:
         self.say(f"== {name}")
@@ -172,7 +185,9 @@ class LiveProgress(Progress):
         self.console.print(text, markup=False, highlight=False, soft_wrap=True)
 
     def say(self, message: str, machine: str | None = None) -> None:
-        self._print(self.line(message, machine))
+        text = self.line(message, machine)
+        self._print(text)
+        self.keep(text)
         self._status(machine, message)
 
     def _status(self, machine: str | None, status: str, done: int | None = None, total: int | None = None):
@@ -193,12 +208,15 @@ class LiveProgress(Progress):
                      for name in self.machines}
 
     def begin_step(self, name: str) -> None:
-        self._print(self.line(f"== {name}"))
+        text = self.line(f"== {name}")
+        self._print(text)
+        self.keep(text)
         self.view.update(self.overall, step=name, status="")
         self._new_rows(name)
 
     def failed(self, message: str) -> None:
         self.failures.append(self.line(f"FAILED: {message}"))
+        self.keep(self.failures[-1])
         self._status(None, f"FAILED: {message}")
 
     @contextlib.contextmanager
@@ -220,6 +238,7 @@ class LiveProgress(Progress):
     def relay(self, line: str) -> None:
         """A line of a child's stderr (the collector's progress, errors), shown above the view."""
         self._print(line)
+        self.keep(line)
         if m := PLAIN_LINE.match(line):
             self._status(m.group(1), m.group(2))
 

@@ -54,6 +54,7 @@ def main(argv=None) -> int:
     run_extra = ["-e", f"thrashlab_run_id={run_id}", *extra]
 
     def body():
+        job.name_run(run_id)
         state = job.bring_up(bed, *extra)
         job.step("bench", job.playbook("playbooks/bench.yml", *run_extra))
         job.step("sweep", job.playbook("playbooks/case2.yml", *run_extra))

@@ -52,9 +52,12 @@ def extra_vars(args) -> list[str]:
 class Job:
     def __init__(self, progress: Progress | None = None):
         self.progress = progress or make_progress()
-        # Where Ansible's output goes when a live view hides it (not under a
-        # run's directory: the collector replaces that one as a whole).
-        self.log_dir = results_root() / "logs" / time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+        # Where Ansible's output goes when a live view hides it, until the job
+        # names its run (name_run): then results/.logs/<run>/, which the
+        # collector copies into results/<run>/logs/.
+        self.stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+        self.log_dir = results_root() / "logs" / self.stamp
+        self.run_id: str | None = None
         self.timings: list[tuple[str, float]] = []
         if os.environ.get("THRASHLAB_INSTALL_SECONDS", "").isdigit():  # measured by run.sh / bench.sh
             self.timings.append(("install", float(os.environ["THRASHLAB_INSTALL_SECONDS"])))
@@ -70,6 +73,23 @@ class Job:
         os.environ["THRASHLAB_LAB"] = str(lab.path)
         self.progress.add_machines(lab.names)
         return lab
+
+    def name_run(self, run_id: str) -> None:
+        """The job's run: its log (every progress line) and Ansible's output
+        go with the run's results (results/<run>/logs/ once collected)."""
+        from collector.logs import pending_dir
+        self.run_id = run_id
+        self.log_dir = pending_dir(results_root(), run_id)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.progress.record_to(self.log_dir / f"{self.stamp}-job.log")
+        self.progress.say(f"run {run_id}: its logs in {self.log_dir} until collected")
+
+    def attach_logs(self) -> None:
+        """Put the job's complete logs with its collected run (listed in the manifest)."""
+        if self.run_id is None:
+            return
+        from collector.logs import attach
+        attach(results_root() / self.run_id, sorted(self.log_dir.glob(f"{self.stamp}-*.log")))
 
     def bring_up(self, bed, *setup_extra: str) -> dict:
         """The first steps of every job: image, boot (the testbed's state is
@@ -107,7 +127,7 @@ class Job:
         return run_it
 
     def playbook(self, path: str, *extra: str):
-        return self.command([tool("ansible-playbook"), path, *extra], log_name=Path(path).stem)
+        return self.command([tool("ansible-playbook"), path, *extra], log_name=f"{self.stamp}-{Path(path).stem}")
 
     def _run_into_log(self, argv: list[str], log: Path) -> int:
         """argv with its output in ``log``, every line also read by the live view."""
@@ -166,15 +186,17 @@ class Job:
                 else:
                     self.step("shutdown", lambda: bed.down())
         self.report()
+        self.attach_logs()
         return status
 
     def report(self) -> None:
         # The same lines in a terminal: tests and CI logs read them.
         total = sum(t for _, t in self.timings)
-        print("\nwhere the time went:", file=sys.stderr)
-        for name, t in self.timings:
-            print(f"  {name:<36} {format_duration(t):>8}", file=sys.stderr)
-        print(f"  {'total':<36} {format_duration(total):>8}", file=sys.stderr)
+        lines = ["", "where the time went:"] + [f"  {name:<36} {format_duration(t):>8}" for name, t in self.timings]
+        lines.append(f"  {'total':<36} {format_duration(total):>8}")
+        for line in lines:
+            print(line, file=sys.stderr)
+            self.progress.keep(line)
 
 
 # The lines of an Ansible log that name a failure.

@@ -1,11 +1,14 @@
 """thrashlab runner: Case Study 1 and 2, and the benchmarks, on one lab machine.
 
 Copied to every machine by playbooks/roles/case_runner as one zipapp built
-from this package (thrashlab_runner.pyz) and run there as root, one command
-per Ansible task. Python 3 standard library only (the machines have python3
-and no pip).
+from this package (thrashlab_runner.pyz) and run there as root. Python 3
+standard library only (the machines have python3 and no pip). A case's
+sweep runs as one detached process (sweep: `case-sweep --detach`), which
+Ansible follows point by point (`case-follow`).
 
-    thrashlab_runner.pyz case2-start  --run-id ID --machine NAME [plan options]
+    thrashlab_runner.pyz case2-start  --run-id ID --machine NAME [plan options] [--resume]
+    thrashlab_runner.pyz case-sweep   --run-id ID --case case1|case2 [--detach]
+    thrashlab_runner.pyz case-follow  --run-id ID --case case1|case2 --attempt K (--index I | --end)
     thrashlab_runner.pyz case2-point  --run-id ID --n N --repeat R
     thrashlab_runner.pyz case1-start  --run-id ID --machine NAME [--work-mb auto|MB] --pair A=SPEC,SPEC ...
                                       (SPEC: "MB MODE ACCESSES [ITERATIONS]", MB may be auto,
@@ -50,7 +53,8 @@ arguments.
 
 Where things are: cli (arguments, the RESULT line), steps (the context every
 step shares, facts, case-finish), case1, case2, bench and bench_cell (the
-steps of each), run (one run: monitor, work processes, PSI, run.json),
+steps of each), sweep (a case's points in one detached process, followed,
+re-attached, resumed), run (one run: monitor, work processes, PSI, run.json),
 machine (the kernel's files, the settle between runs), facts, planning (what
 `auto` resolves to), procfs, work_output, profilers and barrier (pure
 parsers), processes, files (atomic writes), values, common.

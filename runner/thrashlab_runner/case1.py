@@ -10,6 +10,7 @@ from .files import atomic_json, fresh_tmp_dir
 from .planning import case1_accesses, parse_fill, parse_work_spec, plan_case1_mb, work_fill_args
 from .run import RunSpec, execute_run, finish_run
 from .steps import Ctx, earlier_failure
+from .sweep import begin_case, current_attempt, new_attempt
 from .values import human, positive_float, positive_int
 
 PAIR_RE = re.compile(r"^[A-Za-z0-9]{1,8}$")
@@ -32,10 +33,20 @@ def _parse_pair_option(values: list[str]) -> dict:
     return pairs
 
 
+def start_arguments(a) -> dict:
+    """The arguments of case1-start as given: a resumed case must have the same."""
+    return {"work_mb": a.work_mb, "pair": a.pair, "iterations": a.iterations, "accesses_many": a.accesses_many,
+            "accesses_few": a.accesses_few, "fill": a.fill, "work_arg": a.work_arg, "timeout": a.timeout}
+
+
 def cmd_case1_start(ctx: Ctx) -> dict:
     a = ctx.args
     ctx.check_tools()
     raw_pairs = _parse_pair_option(a.pair)
+    arguments = start_arguments(a)
+    how, params = begin_case(ctx, "case1", arguments)
+    if params is not None:
+        return plan_result(params, how)
     ctx.start_case_dir("case1")
     settle_info = ctx.settle()
     facts = ctx.write_facts("case1")
@@ -72,22 +83,38 @@ def cmd_case1_start(ctx: Ctx) -> dict:
                       "case1_extra_work_args": extra},
         "work_bin": ctx.work_bin, "monitor_bin": ctx.monitor_bin, "psi_interval_s": a.psi_interval,
         "started": utc_now(), "settle": settle_info, "warnings": warnings, "runner_version": RUNNER_VERSION,
+        "arguments": arguments, "attempts": [new_attempt(1)],
     }
     atomic_json(os.path.join(ctx.case_dir("case1"), "params.json"), params)
     for w in warnings:
         log("warning: " + w)
-    summary = "case1 on %s: %s" % (a.machine, "; ".join(
+    return plan_result(params, how)
+
+
+def plan_result(params: dict, how: str) -> dict:
+    """What case1-start returns (from params.json: the same for a fresh, a resumed
+    and a re-attached case)."""
+    pairs = params["processes"]
+    summary = "case1 on %s: %s" % (params["machine"], "; ".join(
         "%s = %s" % (name, " + ".join("%d %s %d" % (p["mb"], p["mode"], p["accesses_per_iteration"]) for p in procs))
         for name, procs in pairs.items()))
-    return {"summary": summary, "work_mb": work_mb, "pairs": sorted(n[len("pair-"):] for n in pairs),
-            "warnings": warnings, "mem_available_kb": facts["mem_available_kb"], "variables": params["variables"]}
+    if how != "fresh":
+        summary += " (%s, attempt %d)" % (how, current_attempt(params))
+    return {"summary": summary, "work_mb": params["work_mb"], "pairs": sorted(n[len("pair-"):] for n in pairs),
+            "warnings": params["warnings"], "mem_available_kb": params["mem_available_kb"],
+            "variables": params["variables"], "attempt": current_attempt(params), "start": how}
 
 
 def cmd_case1_pair(ctx: Ctx) -> dict:
+    return case1_pair(ctx, ctx.args.pair_name)
+
+
+def case1_pair(ctx: Ctx, pair_name: str) -> dict:
+    """One pair, side by side (parameters from case1/params.json)."""
     a = ctx.args
     params = ctx.read_params("case1")
     earlier_failure(ctx, "case1")
-    name = "pair-%s" % a.pair_name
+    name = "pair-%s" % pair_name
     procs = params["processes"].get(name)
     if procs is None:
         raise RunnerError("no %s in %s/params.json (pairs: %s)"

@@ -10,6 +10,7 @@ from .planning import (case2_points, parse_fill, parse_n_values, plan_n_values, 
                    resolve_case2_work_mb, work_fill_args)
 from .run import RunSpec, execute_run, finish_run
 from .steps import Ctx, earlier_failure
+from .sweep import begin_case, current_attempt, new_attempt
 from .values import fmt_num, human, positive_float, positive_int
 
 
@@ -24,9 +25,21 @@ def cmd_plan_case2(args) -> dict:
     return plan
 
 
+def start_arguments(a) -> dict:
+    """The arguments of case2-start as given: a resumed case must have the same."""
+    return {"work_mb": a.work_mb, "lab_min_memory_mb": a.lab_min_memory_mb, "n_values": a.n_values,
+            "points": a.points, "max_factor": a.max_factor, "swap_fraction": a.swap_fraction,
+            "repeats": a.repeats, "seconds": a.seconds, "accesses": a.accesses, "mode": a.mode,
+            "fill": a.fill, "timeout": a.timeout}
+
+
 def cmd_case2_start(ctx: Ctx) -> dict:
     a = ctx.args
     ctx.check_tools()
+    arguments = start_arguments(a)
+    how, params = begin_case(ctx, "case2", arguments)
+    if params is not None:
+        return plan_result(params, how)
     ctx.start_case_dir("case2")
     settle_info = ctx.settle()
     facts = ctx.write_facts("case2")
@@ -69,23 +82,38 @@ def cmd_case2_start(ctx: Ctx) -> dict:
                       "lab_min_memory_mb": a.lab_min_memory_mb},
         "variables": variables, "work_bin": ctx.work_bin, "monitor_bin": ctx.monitor_bin,
         "psi_interval_s": a.psi_interval, "started": utc_now(), "settle": settle_info,
-        "runner_version": RUNNER_VERSION,
+        "runner_version": RUNNER_VERSION, "arguments": arguments, "attempts": [new_attempt(1)],
     }
     atomic_json(os.path.join(ctx.case_dir("case2"), "params.json"), params)
     for w in plan["warnings"]:
         log("warning: " + w)
+    return plan_result(params, how)
+
+
+def plan_result(params: dict, how: str) -> dict:
+    """What case2-start returns (from params.json: the same for a fresh, a resumed
+    and a re-attached case): the plan, and the attempt the sweep's lines carry."""
+    n_values = params["n_values"]
     summary = "case2 on %s: %d MiB per process, N = %s x %d repeat(s), %gs each; predicted knee N = %.1f" % (
-        a.machine, work_mb, ",".join(map(str, sorted(n_values))), repeats, seconds, avail_mb / work_mb)
-    return {"summary": summary, "work_mb": work_mb, "n_values": sorted(n_values), "repeats": repeats,
-            "points": points, "predicted_n": params["predicted_n"], "mem_available_kb": facts["mem_available_kb"],
-            "warnings": plan["warnings"], "variables": variables}
+        params["machine"], params["work_mb"], ",".join(map(str, n_values)), params["repeats"], params["seconds"],
+        params["predicted_n"])
+    if how != "fresh":
+        summary += " (%s, attempt %d)" % (how, current_attempt(params))
+    return {"summary": summary, "work_mb": params["work_mb"], "n_values": n_values, "repeats": params["repeats"],
+            "points": [{"n": n, "repeat": r} for n, r in params["order"]], "predicted_n": params["predicted_n"],
+            "mem_available_kb": params["mem_available_kb"], "warnings": params["plan"]["warnings"],
+            "variables": params["variables"], "attempt": current_attempt(params), "start": how}
 
 
 def cmd_case2_point(ctx: Ctx) -> dict:
+    return case2_point(ctx, ctx.args.n, ctx.args.repeat)
+
+
+def case2_point(ctx: Ctx, n: int, r: int) -> dict:
+    """One run of N processes, repeat r (parameters from case2/params.json)."""
     a = ctx.args
     params = ctx.read_params("case2")
     earlier_failure(ctx, "case2")
-    n, r = a.n, a.repeat
     if n < 1 or r < 1:
         raise RunnerError("--n and --repeat must be at least 1")
     ctx.check_tools()

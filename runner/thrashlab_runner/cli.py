@@ -12,11 +12,12 @@ import time
 from . import __doc__ as RUNNER_DOC
 from . import common
 from .bench import cmd_bench_idle, cmd_bench_round, cmd_bench_start
-from .case1 import cmd_case1_pair, cmd_case1_start
-from .case2 import cmd_case2_point, cmd_case2_start, cmd_plan_case2
+from .case1 import case1_pair, cmd_case1_pair, cmd_case1_start
+from .case2 import case2_point, cmd_case2_point, cmd_case2_start, cmd_plan_case2
 from .common import Interrupted, RunnerError, log, utc_now
 from .processes import protect_self
-from .steps import BenchCtx, Ctx, cmd_case_finish, cmd_facts, record_failure
+from .steps import BenchCtx, Ctx, cmd_case_finish, cmd_facts, finish_case, record_failure
+from .sweep import cmd_case_follow, cmd_case_sweep
 
 DEFAULT_RESULTS_DIR = "/var/lib/thrashlab/results"
 DEFAULT_REMOTE_DIR = "/opt/thrashlab"
@@ -85,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", default="R")
     p.add_argument("--fill", default="random", help="what the fill writes: random, zero or text")
     p.add_argument("--timeout", default="120", help="bound of one run (s)")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the points of an earlier start of this case (same arguments) and run the rest")
 
     p = sub.add_parser("case2-point", help="one run of N processes (parameters from case2/params.json)")
     common(p)
@@ -106,10 +109,29 @@ def build_parser() -> argparse.ArgumentParser:
                         "first-touch its region before the iterations with random (also: true), zero or text data")
     p.add_argument("--work-arg", action="append", help="extra argument for every work process")
     p.add_argument("--timeout", default="180", help="bound of one pair (s)")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the pairs of an earlier start of this case (same arguments) and run the rest")
 
     p = sub.add_parser("case1-pair", help="run one pair (parameters from case1/params.json)")
     common(p)
     p.add_argument("--pair", dest="pair_name", required=True)
+
+    p = sub.add_parser("case-sweep", help="run every point of the case's plan not yet committed, then finish it")
+    common(p)
+    p.add_argument("--case", choices=("case1", "case2"), required=True)
+    p.add_argument("--detach", action="store_true",
+                   help="start the sweep in the background, outliving this session, and return once it is up")
+    p.add_argument("--detach-with", choices=("auto", "systemd", "setsid"), default="auto",
+                   help="auto: a transient systemd unit where systemd runs, else setsid")
+
+    p = sub.add_parser("case-follow", help="wait for a point (or the end) of the running sweep and print it")
+    common(p)
+    p.add_argument("--case", choices=("case1", "case2"), required=True)
+    p.add_argument("--attempt", type=int, required=True, help="the attempt (from the case's start step)")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--index", type=int, help="the point's place in the plan (from 0)")
+    where.add_argument("--end", action="store_true", help="wait for the case to end (DONE written)")
+    p.add_argument("--wait", type=float, default=600.0, help="give up after this long without the line (s)")
 
     p = sub.add_parser("case-finish", help="check the case is complete and write its DONE marker")
     common(p)
@@ -141,7 +163,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # The case whose FAILED marker a failing step writes (the steps after it then stop at once).
-STEP_CASE = {"case2-point": "case2", "case1-pair": "case1", "bench-idle": "bench", "bench-round": "bench"}
+STEP_CASE = {"case-sweep": None, "case2-point": "case2", "case1-pair": "case1", "bench-idle": "bench",
+             "bench-round": "bench"}
+
+
+def run_point(ctx, case: str, item: dict) -> dict:
+    """One point of a sweep (case-sweep): a Case Study 2 run or a Case Study 1 pair."""
+    return case2_point(ctx, item["n"], item["repeat"]) if case == "case2" else case1_pair(ctx, item["pair"])
 
 
 def _on_signal(signum, frame):
@@ -158,6 +186,7 @@ def main(argv=None) -> int:
     ctx = None
     handlers = {"facts": cmd_facts, "case2-start": cmd_case2_start, "case2-point": cmd_case2_point,
                 "case1-start": cmd_case1_start, "case1-pair": cmd_case1_pair, "case-finish": cmd_case_finish,
+                "case-sweep": lambda c: cmd_case_sweep(c, run_point, finish_case), "case-follow": cmd_case_follow,
                 "bench-start": cmd_bench_start, "bench-idle": cmd_bench_idle, "bench-round": cmd_bench_round}
     try:
         if args.cmd == "plan-case2":
@@ -175,8 +204,9 @@ def main(argv=None) -> int:
         else:
             msg = str(e)
         log("error: %s" % msg)
-        if ctx is not None and args.cmd in STEP_CASE and not msg.startswith("an earlier step"):
-            record_failure(ctx, STEP_CASE[args.cmd], args.cmd, msg)
+        if ctx is not None and args.cmd in STEP_CASE and not msg.startswith("an earlier step") \
+                and not getattr(args, "detach", False):
+            record_failure(ctx, STEP_CASE[args.cmd] or args.case, args.cmd, msg)
         print(RESULT_MARK + json.dumps({"error": msg}), flush=True)
         return 1
     summary = result.pop("summary", "") if isinstance(result, dict) else ""

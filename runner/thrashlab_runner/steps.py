@@ -102,7 +102,11 @@ def record_failure(ctx: Ctx, case: str, step: str, error: str) -> None:
 
 
 def cmd_case_finish(ctx: Ctx) -> dict:
-    case = ctx.args.case
+    return finish_case(ctx, ctx.args.case)
+
+
+def finish_case(ctx: Ctx, case: str) -> dict:
+    """Check that every run of the case is there, then write its DONE marker."""
     params = ctx.read_params(case)
     earlier_failure(ctx, case)
     d = ctx.case_dir(case)

@@ -55,6 +55,11 @@ def runner_summary(value, item=None, default=""):
     return ("error: %s" % err) if err else default
 
 
+def point_text(item):
+    """A sweep's point in words: 'N=4 repeat=1' (Case Study 2), 'pair A' (Case Study 1)."""
+    return _item_text(item)
+
+
 def _item_text(item):
     if isinstance(item, dict) and "n" in item and "repeat" in item:
         return "N=%s repeat=%s" % (item["n"], item["repeat"])
@@ -150,5 +155,6 @@ class FilterModule:
             "thrashlab_runner_summary": runner_summary,
             "thrashlab_runner_error": thrashlab_runner_error,
             "thrashlab_elapsed_since": elapsed_since,
+            "thrashlab_point_text": point_text,
             "thrashlab_zipapp_payload": zipapp_payload,
         }

@@ -1,0 +1,365 @@
+"""A case's whole sweep in one runner process that outlives the SSH session
+which started it.
+
+`case-sweep --detach` starts `case-sweep` as a transient systemd unit
+(thrashlab-sweep-<run id>-<case>; `setsid` where systemd is not PID 1) and
+returns at once. The sweep runs every point of the case's plan in order
+(Case Study 2: each N and repeat; Case Study 1: each pair), keeps the points
+already committed, and appends one line per point to <case>/progress.jsonl,
+then a last line when the case is done (DONE written) or failed. While it
+runs, /run/thrashlab/sweep.json names it (pid, start time, unit).
+
+`case-follow --index I` waits for point I's line of the current attempt and
+prints it as the result of a step, so the playbook shows each point as it
+finishes although no connection is needed by the sweep. A controller that
+goes away (laptop asleep, terminal closed) leaves the sweep running; the
+playbook run again with the same run id re-attaches: the case's start step
+finds the live sweep of that run and returns its plan instead of starting
+over.
+
+Resume (`--resume` on a case's start step): a case whose sweep stopped
+(failed, killed, machine rebooted) is taken up again with the points already
+committed left as they are (byte for byte), and only the rest run; a point
+cut off half way is redone. The arguments must be the ones the case was
+started with. params.json's `attempts` records which attempt ran which point.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+from .common import RunnerError, log, utc_now
+from .files import atomic_json, read_text
+from .planning import point_dir_name
+
+SWEEP_FILE = "sweep.json"
+PROGRESS_FILE = "progress.jsonl"
+SWEEP_LOG = "sweep.log"
+FOLLOW_POLL_S = 0.5
+
+
+# ----------------------------------------------------------------------------- which points a case has
+
+def case_points(case: str, params: dict) -> list[tuple[str, dict]]:
+    """The case's points in the order they run: (directory under the case, item)."""
+    if case == "case2":
+        return [(point_dir_name(n, r), {"n": n, "repeat": r}) for n, r in params["order"]]
+    if case == "case1":
+        return [(name, {"pair": name[len("pair-"):]}) for name in sorted(params["processes"])]
+    raise RunnerError("no sweep for %s" % case)
+
+
+def committed(case_dir: str, key: str) -> bool:
+    """A point is committed once its directory with run.json is in place (the
+    runner renames it there last)."""
+    return os.path.isfile(os.path.join(case_dir, key, "run.json"))
+
+
+# ----------------------------------------------------------------------------- the live sweep
+
+def _start_time(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (tells a reused pid apart)."""
+    stat = read_text("/proc/%d/stat" % pid)
+    if not stat:
+        return None
+    fields = stat.rpartition(")")[2].split()
+    if len(fields) < 20 or fields[0] == "Z":
+        return None
+    return fields[19]
+
+
+def live_sweep(ctx) -> dict | None:
+    """The sweep running on this machine (any run), or None."""
+    text = read_text(os.path.join(ctx.machine.run_dir, SWEEP_FILE))
+    if not text:
+        return None
+    try:
+        info = json.loads(text)
+        pid = int(info["pid"])
+    except (ValueError, KeyError, TypeError):
+        return None
+    if _start_time(pid) != info.get("start_time"):
+        return None
+    return info
+
+
+def _busy_error(info: dict) -> RunnerError:
+    unit = info.get("unit")
+    stop = ("systemctl stop %s" % unit) if unit else ("kill %d" % info["pid"])
+    return RunnerError(
+        "this machine is running the %s sweep of run %s (pid %d, since %s): wait for it, re-attach to it "
+        "with -e thrashlab_run_id=%s, or stop it (%s)"
+        % (info.get("case"), info.get("run_id"), info["pid"], info.get("started"), info.get("run_id"), stop))
+
+
+def unit_name(run_id: str, case: str) -> str:
+    return "thrashlab-sweep-%s-%s" % (run_id, case)
+
+
+# ----------------------------------------------------------------------------- a case's start: fresh, attached or resumed
+
+def new_attempt(number: int, kept: list[str] | None = None) -> dict:
+    return {"attempt": number, "started": utc_now(), "kept": list(kept or []), "ran": []}
+
+
+def begin_case(ctx, case: str, arguments: dict) -> tuple[str, dict | None]:
+    """What a case's start step does on this machine: ("attached", params) when
+    this run's sweep of the case is running, or ended complete with the same
+    arguments; ("resumed", params) with --resume and an earlier start of the
+    case; ("fresh", None) otherwise (the caller starts the case over). Another
+    run's live sweep is an error."""
+    live = live_sweep(ctx)
+    if live is not None:
+        if live.get("run_id") == ctx.args.run_id and live.get("case") == case:
+            log("the %s sweep of run %s is running (pid %d): re-attaching" % (case, ctx.args.run_id, live["pid"]))
+            return "attached", ctx.read_params(case)
+        raise _busy_error(live)
+    d = ctx.case_dir(case)
+    if not getattr(ctx.args, "resume", False):
+        # The sweep ended while no controller watched: a complete case with the
+        # same arguments is re-attached to (nothing runs again), not started over.
+        if os.path.isfile(os.path.join(d, "DONE")) and read_text(os.path.join(d, "params.json")) is not None:
+            params = ctx.read_params(case)
+            if params.get("arguments") == arguments:
+                log("%s of run %s is complete here: re-attaching (a new run id starts it over)"
+                    % (case, ctx.args.run_id))
+                return "attached", params
+        return "fresh", None
+    if read_text(os.path.join(d, "params.json")) is None:
+        log("nothing to resume: %s of run %s was never started here; starting it" % (case, ctx.args.run_id))
+        return "fresh", None
+    params = ctx.read_params(case)
+    before = params.get("arguments")
+    if before != arguments:
+        diff = sorted(k for k in set(before or {}) | set(arguments) if (before or {}).get(k) != arguments.get(k))
+        raise RunnerError(
+            "cannot resume %s of run %s: it was started with other parameters (%s); run it with the same "
+            "ones, or start a new run" % (case, ctx.args.run_id, "; ".join(
+                "%s: %s then, %s now" % (k, json.dumps((before or {}).get(k)), json.dumps(arguments.get(k)))
+                for k in diff)))
+    # A point cut off half way left only a hidden .partial directory: redone.
+    for root, dirs, _files in os.walk(d):
+        for name in [n for n in dirs if n.startswith(".") and n.endswith(".partial")]:
+            shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+            dirs.remove(name)
+    kept = [key for key, _item in case_points(case, params) if committed(d, key)]
+    failed = read_text(os.path.join(d, "FAILED"))
+    if failed is not None:
+        os.unlink(os.path.join(d, "FAILED"))
+    attempts = params.setdefault("attempts", [])
+    if failed is not None and attempts:
+        attempts[-1].setdefault("failed", _failure_text(failed))
+    attempt = new_attempt(len(attempts) + 1, kept)
+    attempts.append(attempt)
+    params.pop("ended", None)
+    atomic_json(os.path.join(d, "params.json"), params)
+    try:
+        os.unlink(os.path.join(d, "DONE"))  # written again when this attempt ends
+    except FileNotFoundError:
+        pass
+    log("resuming %s of run %s (attempt %d): %d point(s) kept, %d to run"
+        % (case, ctx.args.run_id, attempt["attempt"], len(kept), len(case_points(case, params)) - len(kept)))
+    return "resumed", params
+
+
+def _failure_text(text: str) -> str:
+    try:
+        return json.loads(text).get("error", text.strip())
+    except (ValueError, AttributeError):
+        return text.strip()
+
+
+def current_attempt(params: dict) -> int:
+    attempts = params.get("attempts") or [{"attempt": 1}]
+    return int(attempts[-1]["attempt"])
+
+
+# ----------------------------------------------------------------------------- progress lines
+
+def append_progress(case_dir: str, line: dict) -> None:
+    """One line, written whole and synced: a follower never reads half a line
+    that it takes for complete (it skips lines that do not parse)."""
+    data = (json.dumps(line, sort_keys=True) + "\n").encode()
+    fd = os.open(os.path.join(case_dir, PROGRESS_FILE), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_progress(case_dir: str) -> list[dict]:
+    lines = []
+    for raw in (read_text(os.path.join(case_dir, PROGRESS_FILE), "") or "").splitlines():
+        try:
+            obj = json.loads(raw)
+        except ValueError:
+            continue
+        if isinstance(obj, dict):
+            lines.append(obj)
+    return lines
+
+
+def _earlier_result(lines: list[dict], key: str) -> dict | None:
+    for line in reversed(lines):
+        if line.get("point") == key and isinstance(line.get("result"), dict) and "error" not in line:
+            return line["result"]
+    return None
+
+
+# ----------------------------------------------------------------------------- case-sweep
+
+def cmd_case_sweep(ctx, run_point, finish_case) -> dict:
+    """``run_point(ctx, case, item) -> result`` runs one point; ``finish_case(ctx,
+    case) -> result`` checks the case and writes DONE."""
+    case = ctx.args.case
+    if ctx.args.detach:
+        return _launch(ctx, case)
+    d = ctx.case_dir(case)
+    params = ctx.read_params(case)
+    attempt = current_attempt(params)
+    live = live_sweep(ctx)
+    if live is not None and live["pid"] != os.getpid():
+        raise _busy_error(live)
+    os.makedirs(ctx.machine.run_dir, exist_ok=True)
+    me = {"pid": os.getpid(), "start_time": _start_time(os.getpid()), "run_id": ctx.args.run_id, "case": case,
+          "attempt": attempt, "unit": os.environ.get("THRASHLAB_SWEEP_UNIT"), "started": utc_now()}
+    sweep_file = os.path.join(ctx.machine.run_dir, SWEEP_FILE)
+    atomic_json(sweep_file, me)
+    index = None
+    try:
+        earlier = read_progress(d)
+        for index, (key, item) in enumerate(case_points(case, params)):
+            line = {"index": index, "point": key, "item": item, "attempt": attempt}
+            if committed(d, key):
+                result = dict(_earlier_result(earlier, key) or {"summary": "%s: committed before" % key})
+                result["summary"] = "kept from an earlier attempt: %s" % result.get("summary", key)
+                line.update(kept=True, result=result)
+            else:
+                line["result"] = run_point(ctx, case, item)
+                _record_ran(ctx, case, attempt, key)
+            line["at"] = utc_now()
+            append_progress(d, line)
+        index = None
+        result = finish_case(ctx, case)
+        append_progress(d, {"end": "done", "attempt": attempt, "result": result, "at": utc_now()})
+        return result
+    except BaseException as e:
+        msg = str(e) or e.__class__.__name__
+        try:
+            append_progress(d, {"end": "failed", "attempt": attempt, "index": index, "error": msg, "at": utc_now()})
+        except OSError:
+            pass
+        raise
+    finally:
+        if (live_sweep(ctx) or {}).get("pid") == os.getpid():
+            try:
+                os.unlink(sweep_file)
+            except OSError:
+                pass
+
+
+def _record_ran(ctx, case: str, attempt: int, key: str) -> None:
+    """Add a committed point to its attempt in params.json (the manifest tells
+    from it which attempt ran which point)."""
+    params = ctx.read_params(case)
+    attempts = params.setdefault("attempts", [new_attempt(attempt)])
+    attempts[-1].setdefault("ran", []).append(key)
+    atomic_json(os.path.join(ctx.case_dir(case), "params.json"), params)
+
+
+def _launch(ctx, case: str) -> dict:
+    """Start the sweep detached (or find it running) and return once it is up."""
+    live = live_sweep(ctx)
+    if live is not None:
+        if live.get("run_id") == ctx.args.run_id and live.get("case") == case:
+            return {"summary": "re-attached to the running %s sweep (pid %d)" % (case, live["pid"]),
+                    "attached": True, "pid": live["pid"], "unit": live.get("unit")}
+        raise _busy_error(live)
+    params = ctx.read_params(case)
+    attempt = current_attempt(params)
+    ended = [ln for ln in read_progress(ctx.case_dir(case)) if ln.get("end") and ln.get("attempt") == attempt]
+    if ended:
+        # this attempt's sweep ran to its end already: nothing to start (the followers read its lines)
+        return {"summary": "the %s sweep of this attempt already ended (%s)" % (case, ended[-1]["end"]),
+                "attached": True, "pid": None, "unit": None}
+    argv = [sys.executable, os.path.abspath(sys.argv[0])] + [a for a in sys.argv[1:] if a != "--detach"]
+    unit = unit_name(ctx.args.run_id, case)
+    log_path = os.path.join(ctx.case_dir(case), SWEEP_LOG)
+    how = ctx.args.detach_with
+    if how == "auto":
+        how = "systemd" if os.path.isdir("/run/systemd/system") and shutil.which("systemd-run") else "setsid"
+    if how == "systemd":
+        subprocess.run(["systemctl", "reset-failed", unit + ".service"], capture_output=True)
+        cmd = ["systemd-run", "--unit", unit, "--collect", "--quiet",
+               "--setenv", "THRASHLAB_SWEEP_UNIT=%s" % unit,
+               "-p", "StandardOutput=append:%s" % log_path, "-p", "StandardError=append:%s" % log_path,
+               "--", *argv]
+        p = subprocess.run(cmd, capture_output=True, text=True)
+        if p.returncode != 0:
+            raise RunnerError("systemd-run could not start the sweep: %s" % (p.stderr.strip() or p.returncode))
+    else:
+        unit = None
+        with open(log_path, "ab") as out, open(os.devnull, "rb") as devnull:
+            subprocess.Popen(argv, stdin=devnull, stdout=out, stderr=out, start_new_session=True,
+                             close_fds=True, cwd="/")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        live = live_sweep(ctx)
+        if live is not None and live.get("run_id") == ctx.args.run_id and live.get("case") == case:
+            return {"summary": "%s sweep started (%s, pid %d); its log: %s"
+                               % (case, ("unit " + unit) if unit else "setsid", live["pid"], log_path),
+                    "attached": False, "pid": live["pid"], "unit": unit}
+        if any(ln.get("end") and ln.get("attempt") == attempt for ln in read_progress(ctx.case_dir(case))):
+            return {"summary": "%s sweep started and already ended" % case, "attached": False, "pid": None,
+                    "unit": unit}
+        time.sleep(0.1)
+    raise RunnerError("the %s sweep did not start within 30 s; its log: %s" % (case, log_path))
+
+
+# ----------------------------------------------------------------------------- case-follow
+
+def cmd_case_follow(ctx) -> dict:
+    """Wait for point --index (or, with --end, the end) of attempt --attempt."""
+    a = ctx.args
+    d = ctx.case_dir(a.case)
+    deadline = time.monotonic() + a.wait
+    gone_since = None
+    while True:
+        lines = [ln for ln in read_progress(d) if ln.get("attempt") == a.attempt]
+        end = next((ln for ln in lines if ln.get("end")), None)
+        if a.end:
+            if end is not None:
+                if end["end"] == "done":
+                    return dict(end.get("result") or {}, summary=(end.get("result") or {}).get("summary", "done"))
+                raise RunnerError(end.get("error") or "the sweep failed")
+        else:
+            line = next((ln for ln in lines if ln.get("index") == a.index and "result" in ln), None)
+            if line is not None:
+                return dict(line["result"], kept=bool(line.get("kept")), attempt=line["attempt"])
+            if end is not None:
+                if end["end"] == "failed":
+                    raise RunnerError(end.get("error") or "the sweep failed")
+                raise RunnerError("the sweep ended without point %d" % a.index)
+        live = live_sweep(ctx)
+        if live is None:
+            # the sweep is gone without a last line: killed (SIGKILL, OOM, reboot)? one more look
+            # after a pause, since it may have written its line just now
+            if gone_since is None:
+                gone_since = time.monotonic()
+            elif time.monotonic() - gone_since > 2:
+                unit = unit_name(a.run_id, a.case)
+                raise RunnerError("the %s sweep of run %s is not running and wrote no %s: it was stopped or "
+                                  "killed (see %s and `journalctl -u %s`); take it up again with -e resume=true"
+                                  % (a.case, a.run_id, "end" if a.end else "line for point %d" % a.index,
+                                     os.path.join(d, SWEEP_LOG), unit))
+        else:
+            gone_since = None
+        if time.monotonic() > deadline:
+            raise RunnerError("no word from the %s sweep for %.0f s (still running: %s)"
+                              % (a.case, a.wait, "yes" if live else "no"))
+        time.sleep(FOLLOW_POLL_S)
