@@ -25,7 +25,24 @@ KMOD = REPO / "kmod"
 
 pytestmark = pytest.mark.slow
 
-VARIANTS = {"plain": [], "W1-Werror": ["W=1", "WERROR=1"]}
+# "plain" is built with V=1: only the commands are printed besides, which the
+# feature tests read; each build is made once and checked by every test of it.
+VARIANTS = {"plain": ["V=1"], "W1-Werror": ["W=1", "WERROR=1"]}
+_BUILDS: dict = {}
+
+
+def _host_build(kdir: str, variant: str):
+    key = ("host", kdir, variant)
+    if key not in _BUILDS:
+        _BUILDS[key] = compile_chroot.compile_on_host(kdir, KMOD, VARIANTS[variant])
+    return _BUILDS[key]
+
+
+def _chroot_build(chroot: Path, variant: str):
+    key = ("chroot", str(chroot), variant)
+    if key not in _BUILDS:
+        _BUILDS[key] = compile_chroot.compile_in_chroot(chroot, KMOD, VARIANTS[variant])
+    return _BUILDS[key]
 
 
 def _check(result):
@@ -50,13 +67,13 @@ def _host_kdirs() -> list[str]:
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_bookworm_host_headers(variant):
     for kdir in _host_kdirs():
-        _check(compile_chroot.compile_on_host(kdir, KMOD, VARIANTS[variant]))
+        _check(_host_build(kdir, variant))
 
 
 def test_feature_tests_on_6_1():
     """6.1 has no vm_flags_set(): the Kbuild grep must not claim it."""
     for kdir in _host_kdirs():
-        result = compile_chroot.compile_on_host(kdir, KMOD, ["V=1"])
+        result = _host_build(kdir, "plain")  # V=1
         _check(result)
         assert "-DPFPROF_HAVE_VM_FLAGS_SET" not in result.stdout
 
@@ -70,12 +87,12 @@ def suite_chroot(request):
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_chroot_headers(suite_chroot, variant):
-    _check(compile_chroot.compile_in_chroot(suite_chroot, KMOD, VARIANTS[variant]))
+    _check(_chroot_build(suite_chroot, variant))
 
 
 def test_feature_tests_detected(suite_chroot):
     """The Kbuild greps find the new interfaces in 6.12 and 7.x headers."""
-    result = compile_chroot.compile_in_chroot(suite_chroot, KMOD, ["V=1"])
+    result = _chroot_build(suite_chroot, "plain")  # V=1
     _check(result)
     assert "-DPFPROF_HAVE_VM_FLAGS_SET" in result.stdout
 
