@@ -1,7 +1,8 @@
 """`vagrant up` for real: the Vagrantfile with the loopback layer (vagrant/loopback.rb).
 
-Runs after the shared local testbed is stopped (teardown_last), on the lab of
-the session (the default lab): starts libvirt's daemons itself (no systemd
+Runs after the shared local testbed is stopped (teardown_last), on
+tests/labs/vagrant-one.yml (one machine: Vagrant boots a lab's machines one
+after the other, a whole boot each under emulation): starts libvirt's daemons itself (no systemd
 here) unless one already answers, adds the box (`python -m localvm box`,
 cached in a persistent VAGRANT_HOME under the cache dir), `vagrant up` with
 the Ansible provisioner, checks `vagrant ssh-config`, `ansible all -m ping`
@@ -239,8 +240,11 @@ def _tail(text: str, n: int = 6000) -> str:
     return text[-n:]
 
 
+VAGRANT_LAB = REPO / "tests" / "labs" / "vagrant-one.yml"
+
+
 @pytest.fixture(scope="module")
-def vlab(lab_env, tmp_path_factory):
+def vlab(tmp_path_factory):
     """The environment of every command, and the box (added once per image, cached)."""
     reason = _unavailable()
     if reason:
@@ -254,7 +258,8 @@ def vlab(lab_env, tmp_path_factory):
     if probe.exists():
         shutil.copy(probe, state / "accel-probe.json")
     env = {
-        **_base_env(), **lab_env,
+        **_base_env(),
+        "THRASHLAB_LAB": str(VAGRANT_LAB),
         "THRASHLAB_VAGRANT_LOOPBACK": "1",
         # Persistent, so that the 1 GB box is added once per image, not once per run.
         "VAGRANT_HOME": str(cache_root() / "vagrant.d"),
