@@ -39,10 +39,11 @@ def wait_for(predicate, timeout=30.0):
 
 
 def test_detached_sweep_is_followed_point_by_point_to_done(fake):
-    rc, plan, err = start(fake, "s1", "--n-values", "1,2", "--repeats", "2", "--seconds", "0.2")
+    # the start step plans the case and starts its sweep in one call (as the playbooks do)
+    rc, plan, err = start(fake, "s1", "--n-values", "1,2", "--repeats", "2", "--seconds", "0.2", "--sweep", *SETSID)
     assert plan["start"] == "fresh" and plan["attempt"] == 1 and len(plan["points"]) == 4
-    rc, launched, err = fake.run("case-sweep", "--run-id", "s1", "--case", "case2", "--detach", *SETSID)
-    assert launched["attached"] is False and launched["pid"] > 0
+    launched = plan["sweep"]
+    assert launched["attached"] is False and launched["pid"] > 0 and "case2 sweep started" in launched["summary"]
     for i, p in enumerate(plan["points"]):
         rc, res, err = follow(fake, "s1", 1, "--index", str(i))
         assert (res["n"], res["repeat"]) == (p["n"], p["repeat"]) and res["kept"] is False

@@ -60,6 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
         if machine:
             common_machine(p)
 
+    def sweep_opts(p):
+        p.add_argument("--sweep", action="store_true",
+                       help="then start the case's sweep, detached (case-sweep --detach), in the same call")
+        p.add_argument("--detach-with", choices=("auto", "systemd", "setsid"), default="auto",
+                       help="auto: a transient systemd unit where systemd runs, else setsid")
+
     p = sub.add_parser("facts", help="write facts.json of the run and print it")
     common(p, machine=True)
 
@@ -88,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", default="120", help="bound of one run (s)")
     p.add_argument("--resume", action="store_true",
                    help="keep the points of an earlier start of this case (same arguments) and run the rest")
+    sweep_opts(p)
 
     p = sub.add_parser("case2-point", help="one run of N processes (parameters from case2/params.json)")
     common(p)
@@ -111,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", default="180", help="bound of one pair (s)")
     p.add_argument("--resume", action="store_true",
                    help="keep the pairs of an earlier start of this case (same arguments) and run the rest")
+    sweep_opts(p)
 
     p = sub.add_parser("case1-pair", help="run one pair (parameters from case1/params.json)")
     common(p)

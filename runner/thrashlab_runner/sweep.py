@@ -119,15 +119,14 @@ def begin_case(ctx, case: str, arguments: dict) -> tuple[str, dict | None]:
             return "attached", ctx.read_params(case)
         raise _busy_error(live)
     d = ctx.case_dir(case)
+    # The sweep ended while no controller watched: a complete case with the
+    # same arguments is re-attached to (nothing runs again), not started over.
+    if os.path.isfile(os.path.join(d, "DONE")) and read_text(os.path.join(d, "params.json")) is not None:
+        params = ctx.read_params(case)
+        if params.get("arguments") == arguments:
+            log("%s of run %s is complete here: re-attaching (a new run id starts it over)" % (case, ctx.args.run_id))
+            return "attached", params
     if not getattr(ctx.args, "resume", False):
-        # The sweep ended while no controller watched: a complete case with the
-        # same arguments is re-attached to (nothing runs again), not started over.
-        if os.path.isfile(os.path.join(d, "DONE")) and read_text(os.path.join(d, "params.json")) is not None:
-            params = ctx.read_params(case)
-            if params.get("arguments") == arguments:
-                log("%s of run %s is complete here: re-attaching (a new run id starts it over)"
-                    % (case, ctx.args.run_id))
-                return "attached", params
         return "fresh", None
     if read_text(os.path.join(d, "params.json")) is None:
         log("nothing to resume: %s of run %s was never started here; starting it" % (case, ctx.args.run_id))
@@ -157,10 +156,6 @@ def begin_case(ctx, case: str, arguments: dict) -> tuple[str, dict | None]:
     attempts.append(attempt)
     params.pop("ended", None)
     atomic_json(os.path.join(d, "params.json"), params)
-    try:
-        os.unlink(os.path.join(d, "DONE"))  # written again when this attempt ends
-    except FileNotFoundError:
-        pass
     log("resuming %s of run %s (attempt %d): %d point(s) kept, %d to run"
         % (case, ctx.args.run_id, attempt["attempt"], len(kept), len(case_points(case, params)) - len(kept)))
     return "resumed", params
@@ -218,7 +213,7 @@ def cmd_case_sweep(ctx, run_point, finish_case) -> dict:
     case) -> result`` checks the case and writes DONE."""
     case = ctx.args.case
     if ctx.args.detach:
-        return _launch(ctx, case)
+        return launch(ctx, case)
     d = ctx.case_dir(case)
     params = ctx.read_params(case)
     attempt = current_attempt(params)
@@ -272,7 +267,31 @@ def _record_ran(ctx, case: str, attempt: int, key: str) -> None:
     atomic_json(os.path.join(ctx.case_dir(case), "params.json"), params)
 
 
-def _launch(ctx, case: str) -> dict:
+# The options every step shares (cli.build_parser's common()): the sweep gets
+# those of the step that starts it.
+STEP_OPTIONS = ("run_id", "results_dir", "remote_dir", "work_bin", "monitor_bin", "settle_timeout", "psi_interval",
+                "monitor_grace", "swap_window", "proc_root", "sys_root", "pfprof_device", "run_dir")
+
+
+def step_argv(args) -> list[str]:
+    out = []
+    for name in STEP_OPTIONS:
+        value = getattr(args, name, None)
+        if value is not None:
+            out += ["--" + name.replace("_", "-"), str(value)]
+    return out
+
+
+def start_sweep(ctx, case: str, plan: dict) -> dict:
+    """A case's start step with --sweep: the plan, and the sweep started (or
+    found running), in one runner call."""
+    launched = launch(ctx, case)
+    plan["sweep"] = launched
+    plan["summary"] = "%s; %s" % (plan["summary"], launched["summary"])
+    return plan
+
+
+def launch(ctx, case: str) -> dict:
     """Start the sweep detached (or find it running) and return once it is up."""
     live = live_sweep(ctx)
     if live is not None:
@@ -287,7 +306,7 @@ def _launch(ctx, case: str) -> dict:
         # this attempt's sweep ran to its end already: nothing to start (the followers read its lines)
         return {"summary": "the %s sweep of this attempt already ended (%s)" % (case, ended[-1]["end"]),
                 "attached": True, "pid": None, "unit": None}
-    argv = [sys.executable, os.path.abspath(sys.argv[0])] + [a for a in sys.argv[1:] if a != "--detach"]
+    argv = [sys.executable, os.path.abspath(sys.argv[0]), "case-sweep", "--case", case, *step_argv(ctx.args)]
     unit = unit_name(ctx.args.run_id, case)
     log_path = os.path.join(ctx.case_dir(case), SWEEP_LOG)
     how = ctx.args.detach_with
