@@ -39,7 +39,8 @@ from .planning import point_dir_name
 SWEEP_FILE = "sweep.json"
 PROGRESS_FILE = "progress.jsonl"
 SWEEP_LOG = "sweep.log"
-FOLLOW_POLL_S = 0.5
+FOLLOW_POLL_S = 1.0
+FOLLOW_LIVE_CHECK_S = 5.0
 
 
 # ----------------------------------------------------------------------------- which points a case has
@@ -314,7 +315,10 @@ def launch(ctx, case: str) -> dict:
         how = "systemd" if os.path.isdir("/run/systemd/system") and shutil.which("systemd-run") else "setsid"
     if how == "systemd":
         subprocess.run(["systemctl", "reset-failed", unit + ".service"], capture_output=True)
-        cmd = ["systemd-run", "--unit", unit, "--collect", "--quiet",
+        # OOMPolicy=continue: an OOM kill of a work process (a thrashing point
+        # may see several) is recorded by the run; systemd's default for a
+        # service (stop) would stop the whole sweep with SIGTERM.
+        cmd = ["systemd-run", "--unit", unit, "--collect", "--quiet", "-p", "OOMPolicy=continue",
                "--setenv", "THRASHLAB_SWEEP_UNIT=%s" % unit,
                "-p", "StandardOutput=append:%s" % log_path, "-p", "StandardError=append:%s" % log_path,
                "--", *argv]
@@ -343,42 +347,61 @@ def launch(ctx, case: str) -> dict:
 # ----------------------------------------------------------------------------- case-follow
 
 def cmd_case_follow(ctx) -> dict:
-    """Wait for point --index (or, with --end, the end) of attempt --attempt."""
+    """Wait for point --index (or, with --end, the end) of attempt --attempt.
+
+    Cheap while it waits, since it runs beside the measured processes: one
+    stat() of the progress file a second, the file read only when it grew,
+    the sweep's liveness looked at every few seconds."""
     a = ctx.args
     d = ctx.case_dir(a.case)
+    path = os.path.join(d, PROGRESS_FILE)
     deadline = time.monotonic() + a.wait
     gone_since = None
+    seen_size = -1
+    next_live_check = 0.0
+    live = None
     while True:
-        lines = [ln for ln in read_progress(d) if ln.get("attempt") == a.attempt]
-        end = next((ln for ln in lines if ln.get("end")), None)
-        if a.end:
-            if end is not None:
-                if end["end"] == "done":
-                    return dict(end.get("result") or {}, summary=(end.get("result") or {}).get("summary", "done"))
-                raise RunnerError(end.get("error") or "the sweep failed")
-        else:
-            line = next((ln for ln in lines if ln.get("index") == a.index and "result" in ln), None)
-            if line is not None:
-                return dict(line["result"], kept=bool(line.get("kept")), attempt=line["attempt"])
-            if end is not None:
-                if end["end"] == "failed":
+        try:
+            size = os.stat(path).st_size
+        except OSError:
+            size = 0
+        if size != seen_size:
+            seen_size = size
+            lines = [ln for ln in read_progress(d) if ln.get("attempt") == a.attempt]
+            end = next((ln for ln in lines if ln.get("end")), None)
+            if a.end:
+                if end is not None:
+                    if end["end"] == "done":
+                        return dict(end.get("result") or {}, summary=(end.get("result") or {}).get("summary", "done"))
                     raise RunnerError(end.get("error") or "the sweep failed")
-                raise RunnerError("the sweep ended without point %d" % a.index)
-        live = live_sweep(ctx)
-        if live is None:
-            # the sweep is gone without a last line: killed (SIGKILL, OOM, reboot)? one more look
-            # after a pause, since it may have written its line just now
-            if gone_since is None:
-                gone_since = time.monotonic()
-            elif time.monotonic() - gone_since > 2:
-                unit = unit_name(a.run_id, a.case)
-                raise RunnerError("the %s sweep of run %s is not running and wrote no %s: it was stopped or "
-                                  "killed (see %s and `journalctl -u %s`); take it up again with -e resume=true"
-                                  % (a.case, a.run_id, "end" if a.end else "line for point %d" % a.index,
-                                     os.path.join(d, SWEEP_LOG), unit))
-        else:
-            gone_since = None
-        if time.monotonic() > deadline:
+            else:
+                line = next((ln for ln in lines if ln.get("index") == a.index and "result" in ln), None)
+                if line is not None:
+                    return dict(line["result"], kept=bool(line.get("kept")), attempt=line["attempt"])
+                if end is not None:
+                    if end["end"] == "failed":
+                        raise RunnerError(end.get("error") or "the sweep failed")
+                    raise RunnerError("the sweep ended without point %d" % a.index)
+        now = time.monotonic()
+        if now >= next_live_check:
+            next_live_check = now + FOLLOW_LIVE_CHECK_S
+            live = live_sweep(ctx)
+            if live is None:
+                # the sweep is gone without a last line: killed (SIGKILL, OOM, reboot)? one more look
+                # after a pause, since it may have written its line just now
+                if gone_since is None:
+                    gone_since = now
+                    seen_size = -1
+                elif now - gone_since > FOLLOW_POLL_S:
+                    unit = unit_name(a.run_id, a.case)
+                    raise RunnerError("the %s sweep of run %s is not running and wrote no %s: it was stopped or "
+                                      "killed (see %s and `journalctl -u %s`); take it up again with -e resume=true"
+                                      % (a.case, a.run_id, "end" if a.end else "line for point %d" % a.index,
+                                         os.path.join(d, SWEEP_LOG), unit))
+                next_live_check = now + FOLLOW_POLL_S
+            else:
+                gone_since = None
+        if now > deadline:
             raise RunnerError("no word from the %s sweep for %.0f s (still running: %s)"
                               % (a.case, a.wait, "yes" if live else "no"))
         time.sleep(FOLLOW_POLL_S)
