@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 from pathlib import Path
+
+from .files import copy_atomic, write_json_atomic
 
 PENDING = ".logs"
 LOGS = "logs"
@@ -36,7 +36,7 @@ def gather(staging: Path, final: Path, root: Path, run_id: str) -> None:
         for f in sorted(source.iterdir()):
             if f.is_file() and not f.name.startswith("."):
                 dest.mkdir(exist_ok=True)
-                _copy_atomic(f, dest / f.name)
+                copy_atomic(f, dest / f.name)
 
 
 def listing(run_dir: Path) -> dict:
@@ -61,15 +61,7 @@ def attach(run_dir: Path, files: list[Path]) -> None:
     for f in files:
         if Path(f).is_file():
             (run_dir / LOGS).mkdir(exist_ok=True)
-            _copy_atomic(Path(f), run_dir / LOGS / Path(f).name)
+            copy_atomic(Path(f), run_dir / LOGS / Path(f).name)
     manifest = json.loads(manifest_path.read_text())
     manifest["logs"] = listing(run_dir)
-    tmp = manifest_path.with_name(f".manifest.json.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(manifest, indent=1) + "\n")
-    os.replace(tmp, manifest_path)
-
-
-def _copy_atomic(src: Path, dest: Path) -> None:
-    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dest)
+    write_json_atomic(manifest_path, manifest)

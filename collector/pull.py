@@ -51,6 +51,7 @@ from thrashlab.progress import Progress
 
 from . import logs
 from . import remote as rm
+from .files import write_json_atomic
 from .inventory import Host
 
 COLLECTOR_VERSION = 1
@@ -366,16 +367,6 @@ def point_latest(root: Path, run_id: str) -> None:
         tmp.unlink()
     os.symlink(run_id, tmp)
     os.replace(tmp, root / "latest")
-
-
-def write_json_atomic(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1, sort_keys=False)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def portable_path(path: str | os.PathLike | None) -> str | None:

@@ -10,7 +10,7 @@ from .files import atomic_json, fresh_tmp_dir
 from .planning import case1_accesses, parse_fill, parse_work_spec, plan_case1_mb, work_fill_args
 from .run import RunSpec, execute_run, finish_run
 from .steps import Ctx, earlier_failure
-from .sweep import begin_case, current_attempt, new_attempt, start_sweep
+from .sweep import begin_case, current_attempt, new_attempt, start_result
 from .values import human, positive_float, positive_int
 
 PAIR_RE = re.compile(r"^[A-Za-z0-9]{1,8}$")
@@ -46,8 +46,7 @@ def cmd_case1_start(ctx: Ctx) -> dict:
     arguments = start_arguments(a)
     how, params = begin_case(ctx, "case1", arguments)
     if params is not None:
-        result = plan_result(params, how)
-        return start_sweep(ctx, "case1", result) if a.sweep else result
+        return start_result(ctx, "case1", plan_result(params, how))
     ctx.start_case_dir("case1")
     settle_info = ctx.settle()
     facts = ctx.write_facts("case1")
@@ -89,8 +88,7 @@ def cmd_case1_start(ctx: Ctx) -> dict:
     atomic_json(os.path.join(ctx.case_dir("case1"), "params.json"), params)
     for w in warnings:
         log("warning: " + w)
-    result = plan_result(params, how)
-    return start_sweep(ctx, "case1", result) if a.sweep else result
+    return start_result(ctx, "case1", plan_result(params, how))
 
 
 def plan_result(params: dict, how: str) -> dict:

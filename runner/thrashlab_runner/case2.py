@@ -10,7 +10,7 @@ from .planning import (case2_points, parse_fill, parse_n_values, plan_n_values, 
                    resolve_case2_work_mb, work_fill_args)
 from .run import RunSpec, execute_run, finish_run
 from .steps import Ctx, earlier_failure
-from .sweep import begin_case, current_attempt, new_attempt, start_sweep
+from .sweep import begin_case, current_attempt, new_attempt, start_result
 from .values import fmt_num, human, positive_float, positive_int
 
 
@@ -39,8 +39,7 @@ def cmd_case2_start(ctx: Ctx) -> dict:
     arguments = start_arguments(a)
     how, params = begin_case(ctx, "case2", arguments)
     if params is not None:
-        result = plan_result(params, how)
-        return start_sweep(ctx, "case2", result) if a.sweep else result
+        return start_result(ctx, "case2", plan_result(params, how))
     ctx.start_case_dir("case2")
     settle_info = ctx.settle()
     facts = ctx.write_facts("case2")
@@ -88,8 +87,7 @@ def cmd_case2_start(ctx: Ctx) -> dict:
     atomic_json(os.path.join(ctx.case_dir("case2"), "params.json"), params)
     for w in plan["warnings"]:
         log("warning: " + w)
-    result = plan_result(params, how)
-    return start_sweep(ctx, "case2", result) if a.sweep else result
+    return start_result(ctx, "case2", plan_result(params, how))
 
 
 def plan_result(params: dict, how: str) -> dict:

@@ -60,11 +60,14 @@ def build_parser() -> argparse.ArgumentParser:
         if machine:
             common_machine(p)
 
+    def detach_opt(p):
+        p.add_argument("--detach-with", choices=("auto", "systemd", "setsid"), default="auto",
+                       help="auto: a transient systemd unit where systemd runs, else setsid")
+
     def sweep_opts(p):
         p.add_argument("--sweep", action="store_true",
                        help="then start the case's sweep, detached (case-sweep --detach), in the same call")
-        p.add_argument("--detach-with", choices=("auto", "systemd", "setsid"), default="auto",
-                       help="auto: a transient systemd unit where systemd runs, else setsid")
+        detach_opt(p)
 
     p = sub.add_parser("facts", help="write facts.json of the run and print it")
     common(p, machine=True)
@@ -129,8 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--case", choices=("case1", "case2"), required=True)
     p.add_argument("--detach", action="store_true",
                    help="start the sweep in the background, outliving this session, and return once it is up")
-    p.add_argument("--detach-with", choices=("auto", "systemd", "setsid"), default="auto",
-                   help="auto: a transient systemd unit where systemd runs, else setsid")
+    detach_opt(p)
 
     p = sub.add_parser("case-follow", help="wait for a point (or the end) of the running sweep and print it")
     common(p)

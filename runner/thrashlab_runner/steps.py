@@ -11,7 +11,7 @@ from .common import RUNNER_VERSION, RunnerError, log, utc_now
 from .facts import read_facts
 from .files import atomic_json, fsync_dir, read_text, remove_tree
 from .machine import Machine, settle
-from .planning import point_dir_name
+from .sweep import case_points, failure_text
 from .procfs import parse_stats
 from .profilers import perf_version
 
@@ -85,11 +85,7 @@ def earlier_failure(ctx: Ctx, case: str) -> None:
     steps stop at once (one quick error each) instead of running for nothing."""
     text = read_text(os.path.join(ctx.case_dir(case), "FAILED"))
     if text is not None:
-        try:
-            err = json.loads(text).get("error", text.strip())
-        except ValueError:
-            err = text.strip()
-        raise RunnerError("an earlier step of %s failed (%s); not running this one" % (case, err))
+        raise RunnerError("an earlier step of %s failed (%s); not running this one" % (case, failure_text(text)))
 
 
 def record_failure(ctx: Ctx, case: str, step: str, error: str) -> None:
@@ -110,12 +106,10 @@ def finish_case(ctx: Ctx, case: str) -> dict:
     params = ctx.read_params(case)
     earlier_failure(ctx, case)
     d = ctx.case_dir(case)
-    if case == "case2":
-        expected = [point_dir_name(n, r) for n, r in params["order"]]
-    elif case == "bench":
+    if case == "bench":
         expected = ["idle"] + ["overhead/r-%02d" % r for r in range(1, params["rounds"] + 1)]
     else:
-        expected = sorted(params["processes"])
+        expected = [key for key, _item in case_points(case, params)]
     # a run's record: run.json (a bench round: r-NN.json beside its directory)
     missing = [e for e in expected
                if not os.path.isfile(os.path.join(d, e + ".json") if e.startswith("overhead/")

@@ -152,7 +152,7 @@ def begin_case(ctx, case: str, arguments: dict) -> tuple[str, dict | None]:
         os.unlink(os.path.join(d, "FAILED"))
     attempts = params.setdefault("attempts", [])
     if failed is not None and attempts:
-        attempts[-1].setdefault("failed", _failure_text(failed))
+        attempts[-1].setdefault("failed", failure_text(failed))
     attempt = new_attempt(len(attempts) + 1, kept)
     attempts.append(attempt)
     params.pop("ended", None)
@@ -162,7 +162,8 @@ def begin_case(ctx, case: str, arguments: dict) -> tuple[str, dict | None]:
     return "resumed", params
 
 
-def _failure_text(text: str) -> str:
+def failure_text(text: str) -> str:
+    """The error a FAILED marker records (its JSON's `error`, else its text)."""
     try:
         return json.loads(text).get("error", text.strip())
     except (ValueError, AttributeError):
@@ -283,9 +284,11 @@ def step_argv(args) -> list[str]:
     return out
 
 
-def start_sweep(ctx, case: str, plan: dict) -> dict:
-    """A case's start step with --sweep: the plan, and the sweep started (or
-    found running), in one runner call."""
+def start_result(ctx, case: str, plan: dict) -> dict:
+    """What a case's start step returns: its plan; with --sweep also the sweep
+    started (or found running), in the same runner call."""
+    if not ctx.args.sweep:
+        return plan
     launched = launch(ctx, case)
     plan["sweep"] = launched
     plan["summary"] = "%s; %s" % (plan["summary"], launched["summary"])

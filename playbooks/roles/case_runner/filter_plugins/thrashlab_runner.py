@@ -57,10 +57,6 @@ def runner_summary(value, item=None, default=""):
 
 def point_text(item):
     """A sweep's point in words: 'N=4 repeat=1' (Case Study 2), 'pair A' (Case Study 1)."""
-    return _item_text(item)
-
-
-def _item_text(item):
     if isinstance(item, dict) and "n" in item and "repeat" in item:
         return "N=%s repeat=%s" % (item["n"], item["repeat"])
     if isinstance(item, str):
@@ -78,7 +74,7 @@ def thrashlab_runner_error(result):
         bad = [r for r in items if isinstance(r, dict) and (r.get("failed") or r.get("unreachable"))]
         if bad:
             first = bad[0]
-            return "at %s: %s" % (_item_text(first.get("item")), thrashlab_runner_error(first))
+            return "at %s: %s" % (point_text(first.get("item")), thrashlab_runner_error(first))
     if result.get("unreachable"):
         return "machine unreachable: %s" % (result.get("msg") or "").strip()
     err = runner_result(result).get("error")
