@@ -25,6 +25,7 @@ requirements:
   - enabled in ansible.cfg (callbacks_enabled)
 """
 
+import importlib.util
 import os
 import sys
 import time
@@ -39,8 +40,17 @@ if str(REPO_ROOT) not in sys.path:
 from collector import logs  # noqa: E402
 from thrashlab.paths import results_root  # noqa: E402
 
-RESULT_MARK = "THRASHLAB-RESULT "
-SUMMARY_MARK = "THRASHLAB-SUMMARY "
+
+def _runner_filters():
+    """The case roles' filters: how the runner's output is read (one reading of its marks)."""
+    path = REPO_ROOT / "playbooks" / "roles" / "case_runner" / "filter_plugins" / "thrashlab_runner.py"
+    spec = importlib.util.spec_from_file_location("thrashlab_case_runner_filters", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+runner_summary = _runner_filters().runner_summary
 
 
 def _now():
@@ -49,18 +59,15 @@ def _now():
 
 def _gist(res):
     """One line for a host's result: the runner's summary or error, else msg, else stdout's last line."""
-    stdout = str(res.get("stdout") or "").replace("\r", "")
-    for line in reversed(stdout.splitlines()):
-        if line.startswith(SUMMARY_MARK):
-            return line[len(SUMMARY_MARK):].strip()
-        if line.startswith(RESULT_MARK) and '"error"' in line:
-            return line[len(RESULT_MARK):].strip()
+    gist = runner_summary(res)
+    if gist:
+        return gist
     msg = res.get("msg")
     if isinstance(msg, list):
         msg = " | ".join(str(m) for m in msg)
     if msg:
         return str(msg).replace("\n", " | ")
-    tail = [ln for ln in stdout.splitlines() if ln.strip()]
+    tail = [ln for ln in str(res.get("stdout") or "").replace("\r", "").splitlines() if ln.strip()]
     return tail[-1] if tail else ""
 
 
