@@ -25,8 +25,8 @@ REPO = Path(__file__).resolve().parent.parent
 RUNNER_PACKAGE = REPO / "runner" / "thrashlab_runner"
 sys.path.insert(0, str(REPO / "runner"))
 
-from thrashlab_runner import cli, files, planning, processes, procfs, work_output  # noqa: E402
-from thrashlab_runner.common import RunnerError  # noqa: E402
+from thrashlab_runner import files, planning, processes, procfs, work_output  # noqa: E402
+from thrashlab_runner.common import RESULT_MARK, RunnerError  # noqa: E402
 
 
 def _case_runner_filters():
@@ -326,9 +326,9 @@ def fake(tmp_path, runner_pyz):
                     "--pfprof-device", str(dev), "--run-dir", str(tmp_path / "run"), "--settle-timeout", "4", "--swap-window", "0.1",
                     "--monitor-grace", "3"]
             p = subprocess.run(argv, env={**self.env, **(env or {})}, capture_output=True, text=True, timeout=120)
-            lines = [ln for ln in p.stdout.splitlines() if ln.startswith(cli.RESULT_MARK)]
+            lines = [ln for ln in p.stdout.splitlines() if ln.startswith(RESULT_MARK)]
             assert lines, f"no RESULT line:\nstdout={p.stdout}\nstderr={p.stderr}"
-            result = json.loads(lines[-1][len(cli.RESULT_MARK):])
+            result = json.loads(lines[-1][len(RESULT_MARK):])
             if check:
                 assert p.returncode == 0, f"exit {p.returncode}: {p.stderr}"
             return p.returncode, result, p.stderr
@@ -397,7 +397,7 @@ def test_case2_auto_plan(fake):
     assert params["requested"]["work_mb"] == "auto"
     p = subprocess.run([sys.executable, str(fake.runner), "plan-case2", "--mem-available-mb", "400", "--swap-mb", "512",
                         "--lab-min-memory-mb", "256"], capture_output=True, text=True, check=True)
-    plan = json.loads(p.stdout.splitlines()[-1][len(cli.RESULT_MARK):])
+    plan = json.loads(p.stdout.splitlines()[-1][len(RESULT_MARK):])
     assert plan["n_values"] == [1, 6, 11, 12, 13, 18] and plan["work_mb"] == 35     # 400/36 = 11.1 -> 11.43
 
 

@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import json
 import os
+from unittest.mock import ANY
 import signal
+import subprocess
 import time
 from pathlib import Path
 
 from test_runner import MACHINE, fake, runner_pyz  # noqa: F401  (fixtures)
+from thrashlab_runner.common import RESULT_MARK
 
 SETSID = ["--detach-with", "setsid"]
 
@@ -23,6 +26,16 @@ def start(fake, run_id, *extra, check=True):
 def follow(fake, run_id, attempt, *where, wait="60", check=True):
     return fake.run("case-follow", "--run-id", run_id, "--case", "case2", "--attempt", str(attempt), *where,
                     "--wait", wait, check=check)
+
+
+def shell_follow(fake, follow: str, what, wait_s=60):
+    """The playbook's follower: the start step's shell command (`sweep.follow`)
+    for point ``what`` (or "end"), as the raw task runs it."""
+    p = subprocess.run(["sh", "-c", f"what={what} wait_s={wait_s}; {follow}"], env=fake.env, capture_output=True,
+                       text=True, timeout=120)
+    lines = [ln for ln in p.stdout.splitlines() if ln.startswith(RESULT_MARK)]
+    assert lines, f"no RESULT line:\nstdout={p.stdout}\nstderr={p.stderr}"
+    return p.returncode, json.loads(lines[-1][len(RESULT_MARK):]), p.stderr
 
 
 def files_of(tree: Path) -> dict:
@@ -44,12 +57,16 @@ def test_detached_sweep_is_followed_point_by_point_to_done(fake):
     assert plan["start"] == "fresh" and plan["attempt"] == 1 and len(plan["points"]) == 4
     launched = plan["sweep"]
     assert launched["attached"] is False and launched["pid"] > 0 and "case2 sweep started" in launched["summary"]
+    # the playbook's shell follower reads the lines the sweep left for it
+    # (no Python starts: nothing on stderr, where the runner logs)
     for i, p in enumerate(plan["points"]):
-        rc, res, err = follow(fake, "s1", 1, "--index", str(i))
-        assert (res["n"], res["repeat"]) == (p["n"], p["repeat"]) and res["kept"] is False
+        rc, res, err = shell_follow(fake, launched["follow"], i)
+        assert (res["n"], res["repeat"]) == (p["n"], p["repeat"]) and res["kept"] is False and rc == 0 and not err
         assert res["exit_codes"] == [0] * p["n"]
-    rc, done, err = follow(fake, "s1", 1, "--end")
-    assert done["case"] == "case2" and done["runs"] == 4
+        # case-follow (the Python follower) says the same from progress.jsonl
+        assert follow(fake, "s1", 1, "--index", str(i))[1] == dict(res, runner_s=ANY)
+    rc, done, err = shell_follow(fake, launched["follow"], "end")
+    assert done["case"] == "case2" and done["runs"] == 4 and rc == 0 and not err
     case = fake.results / "s1" / "case2"
     assert (case / "DONE").is_file() and not (case / "FAILED").exists()
     params = json.loads((case / "params.json").read_text())
@@ -97,7 +114,9 @@ def test_killed_sweep_is_reported_and_resumed_keeping_committed_points(fake):
     # kill the whole sweep half way through point 2 (its session: the runner and its work processes)
     assert wait_for(lambda: (case / "n-02" / ".r-1.partial").is_dir())
     os.killpg(launched["pid"], signal.SIGKILL)
-    rc, res, err = follow(fake, "s4", 1, "--index", "1", check=False)
+    # no line for point 2 will come: the shell follower sees the sweep gone and
+    # hands over to case-follow, which says what happened
+    rc, res, err = shell_follow(fake, launched["follow"], 1)
     assert rc == 1 and "not running" in res["error"] and "resume=true" in res["error"]
     # resume with other parameters is refused, naming the difference
     rc, res, err = start(fake, "s4", "--n-values", "1,2,3", "--seconds", "2", "--resume", check=False)
@@ -115,3 +134,20 @@ def test_killed_sweep_is_reported_and_resumed_keeping_committed_points(fake):
     assert [(a["attempt"], a["kept"], a["ran"]) for a in params["attempts"]] == [
         (1, [], ["n-01/r-1"]), (2, ["n-01/r-1"], ["n-02/r-1", "n-03/r-1"])]
     assert not [p for p in case.rglob(".*")]
+
+
+def test_stopped_sweep_fails_its_followers_at_once(fake):
+    # `systemctl stop` (SIGTERM) half way through point 1: the sweep records
+    # the failure, and the followers of the points left and of the end say so
+    # without waiting for their bound
+    rc, plan, err = start(fake, "s5", "--n-values", "1,2,3", "--seconds", "1", "--sweep", *SETSID)
+    follow_cmd = plan["sweep"]["follow"]
+    assert shell_follow(fake, follow_cmd, 0)[0] == 0
+    case = fake.results / "s5" / "case2"
+    assert wait_for(lambda: (case / "n-02" / ".r-1.partial").is_dir())
+    os.kill(plan["sweep"]["pid"], signal.SIGTERM)
+    t0 = time.monotonic()
+    for what in (1, 2, "end"):
+        rc, res, err = shell_follow(fake, follow_cmd, what, wait_s=600)
+        assert rc == 1 and "interrupted by signal 15" in res["error"], res
+    assert time.monotonic() - t0 < 30

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import errno
-import json
 import os
 import signal
 import time
@@ -14,15 +13,13 @@ from . import common
 from .bench import cmd_bench_idle, cmd_bench_round, cmd_bench_start
 from .case1 import case1_pair, cmd_case1_pair, cmd_case1_start
 from .case2 import case2_point, cmd_case2_point, cmd_case2_start, cmd_plan_case2
-from .common import Interrupted, RunnerError, log, utc_now
+from .common import Interrupted, RunnerError, log, result_text, utc_now
 from .processes import protect_self
 from .steps import BenchCtx, Ctx, cmd_case_finish, cmd_facts, finish_case, record_failure
 from .sweep import cmd_case_follow, cmd_case_sweep
 
 DEFAULT_RESULTS_DIR = "/var/lib/thrashlab/results"
 DEFAULT_REMOTE_DIR = "/opt/thrashlab"
-RESULT_MARK = "THRASHLAB-RESULT "
-SUMMARY_MARK = "THRASHLAB-SUMMARY "
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -217,13 +214,10 @@ def main(argv=None) -> int:
         if ctx is not None and args.cmd in STEP_CASE and not msg.startswith("an earlier step") \
                 and not getattr(args, "detach", False):
             record_failure(ctx, STEP_CASE[args.cmd] or args.case, args.cmd, msg)
-        print(RESULT_MARK + json.dumps({"error": msg}), flush=True)
+        print(result_text({"error": msg}), end="", flush=True)
         return 1
-    summary = result.pop("summary", "") if isinstance(result, dict) else ""
-    if isinstance(result, dict):
-        result["runner_s"] = round(time.monotonic() - t_start, 2)
-    if summary:
-        log(summary)
-        print(SUMMARY_MARK + summary)
-    print(RESULT_MARK + json.dumps(result), flush=True)
+    result["runner_s"] = round(time.monotonic() - t_start, 2)
+    if result.get("summary"):
+        log(result["summary"])
+    print(result_text(result), end="", flush=True)
     return 0

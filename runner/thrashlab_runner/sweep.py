@@ -9,9 +9,17 @@ already committed, and appends one line per point to <case>/progress.jsonl,
 then a last line when the case is done (DONE written) or failed. While it
 runs, /run/thrashlab/sweep.json names it (pid, start time, unit).
 
-`case-follow --index I` waits for point I's line of the current attempt and
-prints it as the result of a step, so the playbook shows each point as it
-finishes although no connection is needed by the sweep. A controller that
+The playbook shows each point as it finishes although the sweep needs no
+connection: per point, a follower waits for it. The follower is a shell
+loop (`follow_shell`, given to the playbook by the start step) that sleeps
+a second at a time until the sweep has left, in /run/thrashlab/follow/, the
+very lines `case-follow` would print for the point (or for the end, or for
+a failure): no Python runs on the machine beside the measured processes (a
+Python start costs seconds of CPU under emulation, and nice does not hold
+it back: the follower's SSH session is its own scheduler autogroup). Where
+no such file comes (the sweep killed, the machine rebooted, a sweep of an
+older runner) the loop hands over to `case-follow --index I` (or `--end`),
+which reads progress.jsonl and says what happened. A controller that
 goes away (laptop asleep, terminal closed) leaves the sweep running; the
 playbook run again with the same run id re-attaches: the case's start step
 finds the live sweep of that run and returns its plan instead of starting
@@ -27,18 +35,20 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
 import time
 
-from .common import RunnerError, log, utc_now
-from .files import atomic_json, read_text
+from .common import RunnerError, log, result_text, utc_now
+from .files import atomic_json, atomic_write, read_text
 from .planning import point_dir_name
 
 SWEEP_FILE = "sweep.json"
 PROGRESS_FILE = "progress.jsonl"
 SWEEP_LOG = "sweep.log"
+FOLLOW_DIR = "follow"
 FOLLOW_POLL_S = 1.0
 FOLLOW_LIVE_CHECK_S = 5.0
 
@@ -189,6 +199,53 @@ def append_progress(case_dir: str, line: dict) -> None:
         os.close(fd)
 
 
+def follow_prefix(ctx, case: str, attempt: int) -> str:
+    """The follow files of a sweep: <prefix>-<index> per point, <prefix>-end,
+    <prefix>-failed; each holds what `case-follow` prints for it."""
+    return os.path.join(ctx.machine.run_dir, FOLLOW_DIR, "%s-%s-%d" % (ctx.args.run_id, case, attempt))
+
+
+def point_result(line: dict) -> dict:
+    """What a follower returns for a point's progress line."""
+    return dict(line["result"], kept=bool(line.get("kept")), attempt=line["attempt"])
+
+
+def end_result(line: dict) -> dict:
+    """What a follower returns for a sweep's "done" line."""
+    result = line.get("result") or {}
+    return dict(result, summary=result.get("summary", "done"))
+
+
+def clear_follow_files(ctx) -> None:
+    """Only one sweep runs on a machine: the files of earlier ones go."""
+    d = os.path.join(ctx.machine.run_dir, FOLLOW_DIR)
+    os.makedirs(d, exist_ok=True)
+    for name in os.listdir(d):
+        try:
+            os.unlink(os.path.join(d, name))
+        except OSError:
+            pass
+
+
+def follow_shell(ctx, case: str, attempt: int) -> str:
+    """The playbook's follower, a POSIX shell command that expects $what (a
+    point's index, or "end") and $wait_s (s) to be set before it."""
+    prefix = shlex.quote(follow_prefix(ctx, case, attempt))
+    sweep_file = shlex.quote(os.path.join(ctx.machine.run_dir, SWEEP_FILE))
+    python_follow = " ".join(shlex.quote(a) for a in [
+        sys.executable, os.path.abspath(sys.argv[0]), "case-follow", "--case", case, "--attempt", str(attempt),
+        *step_argv(ctx.args)])
+    return (
+        'f=%(prefix)s; pid=$(sed -n \'s/.*"pid": \\([0-9][0-9]*\\).*/\\1/p\' %(sweep)s 2>/dev/null); '
+        'while [ ! -e "$f-$what" ] && [ ! -e "$f-failed" ] && [ "$wait_s" -gt 0 ] && [ -n "$pid" ] '
+        '&& kill -0 "$pid" 2>/dev/null; do sleep 1; wait_s=$((wait_s - 1)); done; '
+        'if [ -e "$f-$what" ]; then cat "$f-$what"; '
+        'elif [ -e "$f-failed" ]; then cat "$f-failed"; exit 1; '
+        'else if [ "$what" = end ]; then set -- --end; else set -- --index "$what"; fi; '
+        'exec %(follow)s "$@" --wait $((wait_s > 0 ? wait_s : 1)); fi'
+        % {"prefix": prefix, "sweep": sweep_file, "follow": python_follow})
+
+
 def read_progress(case_dir: str) -> list[dict]:
     lines = []
     for raw in (read_text(os.path.join(case_dir, PROGRESS_FILE), "") or "").splitlines():
@@ -223,6 +280,8 @@ def cmd_case_sweep(ctx, run_point, finish_case) -> dict:
     if live is not None and live["pid"] != os.getpid():
         raise _busy_error(live)
     os.makedirs(ctx.machine.run_dir, exist_ok=True)
+    clear_follow_files(ctx)
+    follow = follow_prefix(ctx, case, attempt)
     me = {"pid": os.getpid(), "start_time": _start_time(os.getpid()), "run_id": ctx.args.run_id, "case": case,
           "attempt": attempt, "unit": os.environ.get("THRASHLAB_SWEEP_UNIT"), "started": utc_now()}
     sweep_file = os.path.join(ctx.machine.run_dir, SWEEP_FILE)
@@ -241,14 +300,18 @@ def cmd_case_sweep(ctx, run_point, finish_case) -> dict:
                 _record_ran(ctx, case, attempt, key)
             line["at"] = utc_now()
             append_progress(d, line)
+            atomic_write("%s-%d" % (follow, index), result_text(point_result(line)))
         index = None
         result = finish_case(ctx, case)
-        append_progress(d, {"end": "done", "attempt": attempt, "result": result, "at": utc_now()})
+        line = {"end": "done", "attempt": attempt, "result": result, "at": utc_now()}
+        append_progress(d, line)
+        atomic_write(follow + "-end", result_text(end_result(line)))
         return result
     except BaseException as e:
         msg = str(e) or e.__class__.__name__
         try:
             append_progress(d, {"end": "failed", "attempt": attempt, "index": index, "error": msg, "at": utc_now()})
+            atomic_write(follow + "-failed", result_text({"error": msg}))
         except OSError:
             pass
         raise
@@ -296,7 +359,14 @@ def start_result(ctx, case: str, plan: dict) -> dict:
 
 
 def launch(ctx, case: str) -> dict:
-    """Start the sweep detached (or find it running) and return once it is up."""
+    """Start the sweep detached (or find it running) and return once it is up,
+    with the shell command that follows it (`follow`)."""
+    launched = _launch(ctx, case)
+    launched["follow"] = follow_shell(ctx, case, current_attempt(ctx.read_params(case)))
+    return launched
+
+
+def _launch(ctx, case: str) -> dict:
     live = live_sweep(ctx)
     if live is not None:
         if live.get("run_id") == ctx.args.run_id and live.get("case") == case:
@@ -375,12 +445,12 @@ def cmd_case_follow(ctx) -> dict:
             if a.end:
                 if end is not None:
                     if end["end"] == "done":
-                        return dict(end.get("result") or {}, summary=(end.get("result") or {}).get("summary", "done"))
+                        return end_result(end)
                     raise RunnerError(end.get("error") or "the sweep failed")
             else:
                 line = next((ln for ln in lines if ln.get("index") == a.index and "result" in ln), None)
                 if line is not None:
-                    return dict(line["result"], kept=bool(line.get("kept")), attempt=line["attempt"])
+                    return point_result(line)
                 if end is not None:
                     if end["end"] == "failed":
                         raise RunnerError(end.get("error") or "the sweep failed")
