@@ -91,6 +91,9 @@ static struct {
 	u64 ticks;
 	u64 work_ns_sum, work_ns_max;
 	u64 late_ns_sum, late_ns_max;
+	/* lateness split: timer expiry after the due time, then the wait in the workqueue */
+	u64 timer_late_ns_sum, timer_late_ns_max, timer_late_over_jiffy;
+	u64 queue_delay_ns_sum, queue_delay_ns_max, queue_delay_over_jiffy;
 } pfprof_stats;
 
 /*
@@ -102,6 +105,7 @@ static DEFINE_SPINLOCK(tick_lock);
 static bool tick_running;
 static u64 tick_base_ns, tick_base_j, tick_seq;
 static u64 tick_expected_ns;	/* due time of the tick that queued the work */
+static u64 tick_fired_ns;	/* when that tick's timer callback ran */
 static u64 ticks_merged;	/* timer fired while the work was still queued */
 static u64 ticks_resync;	/* schedule restarted after the timer ran very late */
 static u64 interval_ns;
@@ -249,15 +253,18 @@ static void tick_restart_locked(void)
 /* The timer only queues the work and re-arms itself while running. */
 static void pfprof_tick(struct timer_list *unused)
 {
+	u64 now = ktime_get_ns();	/* before the lock: when the timer fired */
 	unsigned long next;
 
 	spin_lock(&tick_lock);
 	if (!tick_running)
 		goto out;
-	if (queue_work(pfprof_wq, &sample_work))
+	if (queue_work(pfprof_wq, &sample_work)) {
 		tick_expected_ns = tick_base_ns + tick_seq * interval_ns;
-	else
+		tick_fired_ns = now;
+	} else {
 		ticks_merged++;
+	}
 	next = tick_expiry(++tick_seq);
 	if (time_before_eq(next, jiffies)) {
 		/* A whole period late (stalled machine): no burst of catch-up ticks. */
@@ -298,14 +305,22 @@ static void pfprof_sample_all(struct work_struct *work)
 	struct pfprof_proc *p, *tmp;
 	u64 start = ktime_get_ns();
 	u64 j = get_jiffies_64();
-	u64 expected, late, locked, took;
+	u64 expected, fired, late, timer_late, queue_delay, locked, took;
 	bool ended = false;
 
 	spin_lock_bh(&tick_lock);
 	expected = tick_expected_ns;
+	fired = tick_fired_ns;
 	spin_unlock_bh(&tick_lock);
-	/* A tick can start just before its due time: jiffies are coarser than ns. */
+	/*
+	 * A tick can start just before its due time: jiffies are coarser than ns.
+	 * Lateness splits into the timer's (the vCPU or the softirq ran late) and
+	 * the workqueue's (the work waited behind runnable tasks); both are
+	 * clamped, so their sum exceeds late when the timer fired early.
+	 */
 	late = start > expected ? start - expected : 0;
+	timer_late = fired > expected ? fired - expected : 0;
+	queue_delay = start > fired ? start - fired : 0;
 
 	mutex_lock(&pfprof_lock);
 	if (list_empty(&pfprof_procs)) {	/* queued before the last unregistration */
@@ -328,6 +343,12 @@ static void pfprof_sample_all(struct work_struct *work)
 	pfprof_stats.work_ns_max = max(pfprof_stats.work_ns_max, took);
 	pfprof_stats.late_ns_sum += late;
 	pfprof_stats.late_ns_max = max(pfprof_stats.late_ns_max, late);
+	pfprof_stats.timer_late_ns_sum += timer_late;
+	pfprof_stats.timer_late_ns_max = max(pfprof_stats.timer_late_ns_max, timer_late);
+	pfprof_stats.timer_late_over_jiffy += timer_late > TICK_NSEC;
+	pfprof_stats.queue_delay_ns_sum += queue_delay;
+	pfprof_stats.queue_delay_ns_max = max(pfprof_stats.queue_delay_ns_max, queue_delay);
+	pfprof_stats.queue_delay_over_jiffy += queue_delay > TICK_NSEC;
 	pfprof_ring_wake_due(ended);
 	mutex_unlock(&pfprof_lock);
 }
@@ -536,6 +557,12 @@ void pfprof_show_stats(struct seq_file *m)
 	seq_printf(m, "lateness_ns_sum %llu\n", pfprof_stats.late_ns_sum);
 	seq_printf(m, "lateness_ns_mean %llu\n", pfprof_mean(pfprof_stats.late_ns_sum, pfprof_stats.ticks));
 	seq_printf(m, "lateness_ns_max %llu\n", pfprof_stats.late_ns_max);
+	seq_printf(m, "timer_late_ns_sum %llu\n", pfprof_stats.timer_late_ns_sum);
+	seq_printf(m, "timer_late_ns_max %llu\n", pfprof_stats.timer_late_ns_max);
+	seq_printf(m, "queue_delay_ns_sum %llu\n", pfprof_stats.queue_delay_ns_sum);
+	seq_printf(m, "queue_delay_ns_max %llu\n", pfprof_stats.queue_delay_ns_max);
+	seq_printf(m, "timer_late_ticks_over_jiffy %llu\n", pfprof_stats.timer_late_over_jiffy);
+	seq_printf(m, "queue_delay_ticks_over_jiffy %llu\n", pfprof_stats.queue_delay_over_jiffy);
 	seq_printf(m, "registered %u\n", pfprof_nr_procs);
 	seq_printf(m, "ending %u\n", pfprof_nr_ending);
 	seq_printf(m, "max_processes %u\n", max_processes);

@@ -53,6 +53,22 @@ IDLE_INTERVALS_MS = [50] * 300 + [75] + [50] * 300 + [54] + [50] * 200 + [46] + 
 KNEE = {"small": 3, "large": 4}                             # large: no knee, its largest N
 # each profile at N*: 201 ticks; repeat 1 of small has one merged tick (100 ms)
 KNEE_LATE = {("small", 1): 1}
+# the lateness split (stats since the module's load): counters before each run, and each run's deltas
+# (timer_late_ns_sum, queue_delay_ns_sum, timer_late_ticks_over_jiffy, queue_delay_ticks_over_jiffy);
+# large's case2 stats come from a module older than the split: no such lines, "n/a"
+SPLIT_KEYS = ("timer_late_ns_sum", "queue_delay_ns_sum", "timer_late_ticks_over_jiffy",
+              "queue_delay_ticks_over_jiffy")
+SPLIT_BEFORE = (7_000_000, 3_000_000, 2, 1)
+SPLIT = {("small", 1): (40_000_000, 160_000_000, 1, 3), ("small", 2): (10_000_000, 30_000_000, 0, 1),
+         ("idle", 1): (2_000_000, 6_000_000, 0, 1)}
+KNEE_TICKS = 200                                            # ticks delta of each run at N*
+IDLE_TICKS = 1000
+
+
+def split_stats(delta=(0, 0, 0, 0)) -> dict:
+    """The split's stats lines: SPLIT_BEFORE plus ``delta``; the maxima are not read."""
+    return {**dict(zip(SPLIT_KEYS, (b + d for b, d in zip(SPLIT_BEFORE, delta)))),
+            "timer_late_ns_max": 9_000_000, "queue_delay_ns_max": 5_000_000}
 
 
 # The benchmark's profiles at N* (profile() below: pids 9000+, its own ticks) are not those of
@@ -140,8 +156,10 @@ def build_bench(mdir: Path, machine: str) -> None:
     profile(b / "idle" / "profile.csv", [777], ticks,
             extra=[(ticks[-1] + 13_000_000, 4_295_100_000, 777, 0, 0, 1000, 5)])
     before = {"ticks": 100, "ticks_merged": 0, "ticks_resync": 0, "records_written": 100,
-              "records_dropped": 0, "work_ns_sum": 250_000, "interval_ms": INTERVAL_MS, "hz": HZ}
-    after = dict(before, ticks=1100, records_written=1102, work_ns_sum=250_000 + 1000 * 2500)
+              "records_dropped": 0, "work_ns_sum": 250_000, "interval_ms": INTERVAL_MS, "hz": HZ,
+              **split_stats()}
+    after = dict(before, ticks=100 + IDLE_TICKS, records_written=1102, work_ns_sum=250_000 + 1000 * 2500,
+                 **split_stats(SPLIT[("idle", 1)]))
     write_json(b / "idle" / "run.json", {
         "seconds": 50.0, "started": iso(T0 + 800), "ended": iso(T0 + 850),
         "monitor": {"exit_code": 0, "log_tail": "monitor: records 1002 dropped 0 processes 1"},
@@ -174,8 +192,10 @@ def build_case2(mdir: Path, machine: str) -> None:
                 ticks.append(ts)
                 ts += (100 if i == 50 and late else 50) * 1_000_000
             profile(rj.parent / "profile.csv", [9000 + k for k in range(n)], ticks)
-            (rj.parent / "pfprof-stats-before.txt").write_text(stats_text())
-            (rj.parent / "pfprof-stats-after.txt").write_text(stats_text(ticks=5200, ticks_merged=late))
+            split = machine != "large"
+            (rj.parent / "pfprof-stats-before.txt").write_text(stats_text(**split_stats() if split else {}))
+            (rj.parent / "pfprof-stats-after.txt").write_text(stats_text(
+                ticks=5000 + KNEE_TICKS, ticks_merged=late, **split_stats(SPLIT[(machine, r)]) if split else {}))
     sweep = work + len(list(base.glob("n-*/r-*/run.json"))) * (SETTLE[machine] + IN_RUNNER) + REMAINDER[machine]
     params = json.loads((base / "params.json").read_text())
     params.update(started=iso(T0 + 2000), ended=iso(T0 + 2000 + sweep))
@@ -302,6 +322,70 @@ def test_handler_time_line_and_fidelity(run, tmp_path):
     assert (knee["worst"], knee["ticks_merged"]) == ("100.0 ms", "1")
     large = next(r for r in fid if r["machine"] == LABEL["large"] and r["scope"] != "idle")
     assert (large["scope"], large["within 1 jiffy"]) == ("N=4 (largest N, no knee)", "100.00%")
+
+
+def expected_split(deltas, ticks):
+    """The split row and JSON values from the fixture's deltas, summed over the runs."""
+    timer, queue, t_over, q_over = (sum(col) for col in zip(*deltas))
+    return {"timer late ms/tick": f"{timer / ticks / 1e6:.3f}", "queue delay ms/tick": f"{queue / ticks / 1e6:.3f}",
+            "from timer": f"{100 * timer / (timer + queue):.1f}%",
+            "from queue": f"{100 * queue / (timer + queue):.1f}%",
+            "timer late > 1 jiffy": str(t_over), "queue delay > 1 jiffy": str(q_over)}
+
+
+def split_rows(stdout: str) -> dict:
+    return {(r["machine"], r["scope"]): r for r in table(stdout, "machine  scope  runs with split")}
+
+
+def test_lateness_split_timer_and_queue(run):
+    p = analysis("bench", run, "--no-doc", "--json")
+    assert p.returncode == 0, p.stderr
+    js = json.loads(p.stdout)
+    fid = {(f["machine"], f["scope"]): f for f in js["fidelity"]}
+    knee = [SPLIT[("small", r)] for r in (1, 2)]
+    timer, queue, t_over, q_over = (sum(col) for col in zip(*knee))
+    d = fid[("small", "N=3")]
+    assert (d["lateness_split_runs"], d["lateness_split_ticks"]) == (2, 2 * KNEE_TICKS)
+    assert (d["timer_late_ns_sum"], d["queue_delay_ns_sum"]) == (timer, queue)
+    assert d["timer_late_share_pct"] == pytest.approx(100 * timer / (timer + queue))
+    assert d["queue_delay_share_pct"] == pytest.approx(100 * queue / (timer + queue))
+    assert d["timer_late_mean_ms"] == pytest.approx(timer / (2 * KNEE_TICKS) / 1e6)
+    assert d["queue_delay_mean_ms"] == pytest.approx(queue / (2 * KNEE_TICKS) / 1e6)
+    assert (d["timer_late_ticks_over_jiffy"], d["queue_delay_ticks_over_jiffy"]) == (t_over, q_over)
+    # large's N* stats have no split (an older module): None, the existing keys still there
+    old = fid[("large", "N=4")]
+    assert old["lateness_split_runs"] == 0 and old["ticks_merged"] == 0
+    assert all(old[k] is None for k in ("timer_late_ns_sum", "queue_delay_ns_sum", "timer_late_share_pct",
+                                        "timer_late_ticks_over_jiffy", "queue_delay_ticks_over_jiffy"))
+    assert fid[("large", "idle")]["timer_late_ns_sum"] == SPLIT[("idle", 1)][0]
+
+    p = analysis("bench", run, "--no-doc")
+    assert p.returncode == 0, p.stderr
+    rows = split_rows(p.stdout)
+    for m in ("small", "large"):
+        idle = rows[(LABEL[m], "idle")]
+        assert idle == {"machine": LABEL[m], "scope": "idle", "runs with split": "1 of 1",
+                        **expected_split([SPLIT[("idle", 1)]], IDLE_TICKS)}
+    small = rows[(LABEL["small"], "N=3 (N*)")]
+    assert small == {"machine": LABEL["small"], "scope": "N=3 (N*)", "runs with split": "2 of 2",
+                     **expected_split(knee, 2 * KNEE_TICKS)}
+    large = rows[(LABEL["large"], "N=4 (largest N, no knee)")]
+    assert large["runs with split"] == "0 of 2"
+    assert {large[k] for k in expected_split(knee, 1)} == {"n/a"}
+
+
+def test_lateness_split_from_the_runs_that_have_it(run):
+    """One repeat's stats from an older module: the split is of the other repeat alone."""
+    after = run / "small" / "case2" / "n-03" / "r-2" / "pfprof-stats-after.txt"
+    after.write_text("".join(line + "\n" for line in after.read_text().splitlines()
+                             if line.split()[0] not in SPLIT_KEYS))
+    p = analysis("bench", run, "--no-doc")
+    assert p.returncode == 0, p.stderr
+    row = split_rows(p.stdout)[(LABEL["small"], "N=3 (N*)")]
+    assert row == {"machine": LABEL["small"], "scope": "N=3 (N*)", "runs with split": "1 of 2",
+                   **expected_split([SPLIT[("small", 1)]], KNEE_TICKS)}
+    fid = table(p.stdout, "machine  scope")
+    assert next(r for r in fid if r["scope"] == "N=3 (N*)")["ticks_merged"] == "1"     # the rest unchanged
 
 
 def test_testbed_overhead_and_targets(run, tmp_path):

@@ -38,6 +38,12 @@ Sections
    farthest from interval_ms), the ticks_merged / ticks_resync deltas of
    /proc/pfprof/stats and the records dropped: the monitor's own count (the
    last "dropped X" of its log tail) and the records_dropped delta.
+   Beside it, where the ticks' lateness comes from: the deltas of
+   /proc/pfprof/stats ``timer_late_ns_sum`` (the timer fired late) and
+   ``queue_delay_ns_sum`` (the work waited in the workqueue), per tick and as
+   shares of their sum, and of ``timer_late_ticks_over_jiffy`` /
+   ``queue_delay_ticks_over_jiffy``; over the runs whose stats have them ("n/a"
+   when none has: a module older than the split).
 5. Testbed overhead, per machine: work time = sum of the case2 runs'
    ``wall_s``; sweep wall = case2/params.json ``ended - started``; their
    ratio, and the rest split into settling (sum of ``settle.settle_s``), the

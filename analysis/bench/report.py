@@ -198,7 +198,7 @@ class Report(Measurements):
 
     def section_fidelity(self) -> None:
         self.h("Fidelity of the 50 ms ticks")
-        rows, data = [], []
+        rows, split_rows, data = [], [], []
         for name, fid, _ in self.fidelities():
             d = fid.json()
             d.update(machine=name, label=self.labels[name])
@@ -209,6 +209,7 @@ class Report(Measurements):
                          "worst": None if d["worst_interval_ms"] is None else f"{d['worst_interval_ms']:.1f} ms",
                          "merged": f_int(d["ticks_merged"]), "resync": f_int(d["ticks_resync"]),
                          "dmon": f_int(d["dropped_monitor"]), "dstats": f_int(d["dropped_stats"])})
+            split_rows.append(self.split_row(self.labels[name], scope, fid.profiles, d))
         self.data["fidelity"] = data
         missing = [self.labels[m.name] for m in self.run.machines if self.sweeps.get(m.name) is None]
         if not rows:
@@ -226,6 +227,30 @@ class Report(Measurements):
                           S("share", "within 1 jiffy", True), S("worst", num=True),
                           S("merged", "ticks_merged", True), S("resync", "ticks_resync", True),
                           S("dmon", "dropped (monitor)", True), S("dstats", "dropped (stats)", True)], notes)
+        self.table(split_rows, [S("machine"), S("scope"), S("runs", "runs with split", True),
+                                S("timer", "timer late ms/tick", True), S("queue", "queue delay ms/tick", True),
+                                S("tshare", "from timer", True), S("qshare", "from queue", True),
+                                S("tover", "timer late > 1 jiffy", True),
+                                S("qover", "queue delay > 1 jiffy", True)],
+                   ["where the lateness of the same ticks comes from (deltas of /proc/pfprof/stats over each "
+                    "run): timer late = the timer callback's time - the tick's due time (the host ran the vCPU "
+                    "late); queue delay = the work's start - the timer callback's time (the work waited behind "
+                    "runnable tasks in the guest); from timer / from queue: shares of their sum; > 1 jiffy: "
+                    "ticks with more than 1000/hz ms of it",
+                    "runs with split: runs whose stats have these counters; n/a: none has (a module older than "
+                    "the split); -: no lateness at all"])
+
+    @staticmethod
+    def split_row(machine: str, scope: str, runs: int, d: dict) -> dict:
+        """A row of the lateness split: "n/a" throughout when no run's stats have it."""
+        if not d["lateness_split_runs"]:
+            return {"machine": machine, "scope": scope, "runs": f"0 of {runs}",
+                    **dict.fromkeys(("timer", "queue", "tshare", "qshare", "tover", "qover"), "n/a")}
+        ms = [None if d[k] is None else f"{d[k]:.3f}" for k in ("timer_late_mean_ms", "queue_delay_mean_ms")]
+        return {"machine": machine, "scope": scope, "runs": f"{d['lateness_split_runs']} of {runs}",
+                "timer": ms[0], "queue": ms[1],
+                "tshare": f_pct(d["timer_late_share_pct"], 1), "qshare": f_pct(d["queue_delay_share_pct"], 1),
+                "tover": f_int(d["timer_late_ticks_over_jiffy"]), "qover": f_int(d["queue_delay_ticks_over_jiffy"])}
 
     # ------------------------------------------------------------------ 5. testbed
 
