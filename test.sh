@@ -18,4 +18,4 @@ cleanup() {
     "$repo/.venv/bin/python" -m localvm down --all >/dev/null 2>&1 || true
 }
 trap cleanup EXIT INT TERM
-"$repo/.venv/bin/python" -m pytest "$@"
+"$repo/.venv/bin/python" -m pytest --durations=25 "$@"
