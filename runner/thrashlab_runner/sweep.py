@@ -50,7 +50,6 @@ PROGRESS_FILE = "progress.jsonl"
 SWEEP_LOG = "sweep.log"
 FOLLOW_DIR = "follow"
 FOLLOW_POLL_S = 1.0
-FOLLOW_LIVE_CHECK_S = 5.0
 
 
 # ----------------------------------------------------------------------------- which points a case has
@@ -422,59 +421,44 @@ def _launch(ctx, case: str) -> dict:
 def cmd_case_follow(ctx) -> dict:
     """Wait for point --index (or, with --end, the end) of attempt --attempt.
 
-    Cheap while it waits, since it runs beside the measured processes: one
-    stat() of the progress file a second, the file read only when it grew,
-    the sweep's liveness looked at every few seconds."""
+    The shell follower's fallback (follow_shell): it runs when the sweep left
+    no follow file, mostly because it is gone, so it reads progress.jsonl
+    and says what happened."""
     a = ctx.args
     d = ctx.case_dir(a.case)
-    path = os.path.join(d, PROGRESS_FILE)
     deadline = time.monotonic() + a.wait
     gone_since = None
-    seen_size = -1
-    next_live_check = 0.0
-    live = None
     while True:
-        try:
-            size = os.stat(path).st_size
-        except OSError:
-            size = 0
-        if size != seen_size:
-            seen_size = size
-            lines = [ln for ln in read_progress(d) if ln.get("attempt") == a.attempt]
-            end = next((ln for ln in lines if ln.get("end")), None)
-            if a.end:
-                if end is not None:
-                    if end["end"] == "done":
-                        return end_result(end)
+        lines = [ln for ln in read_progress(d) if ln.get("attempt") == a.attempt]
+        end = next((ln for ln in lines if ln.get("end")), None)
+        if a.end:
+            if end is not None:
+                if end["end"] == "done":
+                    return end_result(end)
+                raise RunnerError(end.get("error") or "the sweep failed")
+        else:
+            line = next((ln for ln in lines if ln.get("index") == a.index and "result" in ln), None)
+            if line is not None:
+                return point_result(line)
+            if end is not None:
+                if end["end"] == "failed":
                     raise RunnerError(end.get("error") or "the sweep failed")
-            else:
-                line = next((ln for ln in lines if ln.get("index") == a.index and "result" in ln), None)
-                if line is not None:
-                    return point_result(line)
-                if end is not None:
-                    if end["end"] == "failed":
-                        raise RunnerError(end.get("error") or "the sweep failed")
-                    raise RunnerError("the sweep ended without point %d" % a.index)
-        now = time.monotonic()
-        if now >= next_live_check:
-            next_live_check = now + FOLLOW_LIVE_CHECK_S
-            live = live_sweep(ctx)
-            if live is None:
-                # the sweep is gone without a last line: killed (SIGKILL, OOM, reboot)? one more look
-                # after a pause, since it may have written its line just now
-                if gone_since is None:
-                    gone_since = now
-                    seen_size = -1
-                elif now - gone_since > FOLLOW_POLL_S:
-                    unit = unit_name(a.run_id, a.case)
-                    raise RunnerError("the %s sweep of run %s is not running and wrote no %s: it was stopped or "
-                                      "killed (see %s and `journalctl -u %s`); take it up again with -e resume=true"
-                                      % (a.case, a.run_id, "end" if a.end else "line for point %d" % a.index,
-                                         os.path.join(d, SWEEP_LOG), unit))
-                next_live_check = now + FOLLOW_POLL_S
-            else:
-                gone_since = None
-        if now > deadline:
+                raise RunnerError("the sweep ended without point %d" % a.index)
+        live = live_sweep(ctx)
+        if live is None:
+            # the sweep is gone without a last line: killed (SIGKILL, OOM, reboot)? one more look
+            # after a pause, since it may have written its line just now
+            if gone_since is None:
+                gone_since = time.monotonic()
+            elif time.monotonic() - gone_since > FOLLOW_POLL_S:
+                unit = unit_name(a.run_id, a.case)
+                raise RunnerError("the %s sweep of run %s is not running and wrote no %s: it was stopped or "
+                                  "killed (see %s and `journalctl -u %s`); take it up again with -e resume=true"
+                                  % (a.case, a.run_id, "end" if a.end else "line for point %d" % a.index,
+                                     os.path.join(d, SWEEP_LOG), unit))
+        else:
+            gone_since = None
+        if time.monotonic() > deadline:
             raise RunnerError("no word from the %s sweep for %.0f s (still running: %s)"
                               % (a.case, a.wait, "yes" if live else "no"))
         time.sleep(FOLLOW_POLL_S)
