@@ -10,7 +10,6 @@ touches the host's kernel settings (drop_caches goes to the fake /proc).
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -27,21 +26,14 @@ sys.path.insert(0, str(REPO / "runner"))
 
 from thrashlab_runner import files, planning, processes, procfs, work_output  # noqa: E402
 from thrashlab_runner.common import RESULT_MARK, RunnerError  # noqa: E402
-
-
-def _case_runner_filters():
-    path = REPO / "playbooks" / "roles" / "case_runner" / "filter_plugins" / "thrashlab_runner.py"
-    spec = importlib.util.spec_from_file_location("case_runner_filters", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from thrashlab.paths import case_runner_filters  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def runner_pyz(tmp_path_factory) -> Path:
     """The runner as the machines get it: the zipapp, built by the filter the install task uses."""
     path = tmp_path_factory.mktemp("runner") / "thrashlab_runner.pyz"
-    path.write_bytes(_case_runner_filters().runner_zipapp(str(RUNNER_PACKAGE)))
+    path.write_bytes(case_runner_filters().runner_zipapp(str(RUNNER_PACKAGE)))
     return path
 
 MEMINFO = """MemTotal:         215000 kB

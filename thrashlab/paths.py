@@ -8,6 +8,7 @@
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -32,3 +33,14 @@ def cache_root() -> Path:
 
 def results_root() -> Path:
     return Path(os.environ.get("THRASHLAB_RESULTS_DIR") or REPO_ROOT / "results").absolute()
+
+
+def case_runner_filters():
+    """The case roles' Ansible filters (how the runner's output is read, how
+    its zipapp is built) as a module, for code outside Ansible. Loaded by
+    path: the plugin's file name is the runner package's name."""
+    path = REPO_ROOT / "playbooks" / "roles" / "case_runner" / "filter_plugins" / "thrashlab_runner.py"
+    spec = importlib.util.spec_from_file_location("thrashlab_case_runner_filters", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

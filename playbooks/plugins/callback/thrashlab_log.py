@@ -25,7 +25,6 @@ requirements:
   - enabled in ansible.cfg (callbacks_enabled)
 """
 
-import importlib.util
 import os
 import sys
 import time
@@ -38,19 +37,11 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from collector import logs  # noqa: E402
-from thrashlab.paths import results_root  # noqa: E402
+from thrashlab.paths import case_runner_filters, results_root  # noqa: E402
 
 
-def _runner_filters():
-    """The case roles' filters: how the runner's output is read (one reading of its marks)."""
-    path = REPO_ROOT / "playbooks" / "roles" / "case_runner" / "filter_plugins" / "thrashlab_runner.py"
-    spec = importlib.util.spec_from_file_location("thrashlab_case_runner_filters", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-runner_summary = _runner_filters().runner_summary
+# one reading of the runner's output: the case roles' own filter
+runner_summary = case_runner_filters().runner_summary
 
 
 def _now():
