@@ -64,6 +64,7 @@ PROFILE_COLUMNS = {"ts_ns": int, "jiffies": int, "pid": int, "minflt": int,
 WORK_RE = re.compile(r"^work-(\d+)\.json$")
 LINESTYLES = ["-", "--", "-.", ":"]
 RATIO_TOLERANCE = 0.02       # measured / expected minor faults beyond 1 +- this is flagged
+RATIO_DIGITS = 3             # the ratio as shown; the flag judges that, so the two never disagree
 
 
 @dataclass
@@ -216,9 +217,10 @@ def ratio_flag(measured: Optional[float], expected: Optional[float]) -> tuple:
     if measured is None or not expected:
         return None, None
     ratio = measured / expected
-    if ratio > 1 + RATIO_TOLERANCE:
+    shown = round(ratio, RATIO_DIGITS)
+    if shown > 1 + RATIO_TOLERANCE:
         return ratio, "over"
-    if ratio < 1 - RATIO_TOLERANCE:
+    if shown < 1 - RATIO_TOLERANCE:
         return ratio, "under"
     return ratio, ""
 
@@ -231,7 +233,7 @@ COLUMNS = [
     Column("minflt_work", "minflt(work)", kind="int"), Column("majflt_work", "majflt(work)", kind="int"),
     Column("first_touch", "P(1-e^-A/P)", kind="float", digits=0),
     Column("expected_minflt", "expected", kind="float", digits=0),
-    Column("ratio", "prof/expected", kind="float", digits=3),
+    Column("ratio", "prof/expected", kind="float", digits=RATIO_DIGITS),
     Column("flag"),
 ]
 
