@@ -137,7 +137,7 @@ def test_timer_callback_prints_timings(tmp_path, isolated_env):
 
 
 @pytest.mark.parametrize("kind, name, path", [
-    ("module", "thrashlab_swapfile", ROLE / "library"),
+    ("module", "thrashlab_machine", ROLE / "library"),
     ("module", "thrashlab_build", ROLE / "library"),
     ("module", "thrashlab_kmod", ROLE / "library"),
     ("callback", "thrashlab_timer", None),
@@ -225,15 +225,15 @@ def test_vagrant_reads_lab_defaults_like_the_python_parser():
 
 # --- The role's modules --------------------------------------------------------
 
-def load_module(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROLE / "library" / f"{name}.py")
+def load_module(name: str, where: str = "library"):
+    spec = importlib.util.spec_from_file_location(name, ROLE / where / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
 def test_swapfile_fstab_edit():
-    m = load_module("thrashlab_swapfile")
+    m = load_module("thrashlab_swap", "module_utils")
     fstab = ["UUID=1 / ext4 defaults 0 1", "/dev/vda5 none swap sw 0 0", "# a comment"]
     ours = "/swapfile.thrashlab none swap sw 0 0"
     # added, others kept
@@ -250,7 +250,7 @@ def test_swapfile_fstab_edit():
 
 
 def test_swapfile_with_holes_is_not_good(tmp_path):
-    m = load_module("thrashlab_swapfile")
+    m = load_module("thrashlab_swap", "module_utils")
     page = os.sysconf("SC_PAGE_SIZE")
     size = 1024 * 1024
     sparse = tmp_path / "sparse"

@@ -1,24 +1,53 @@
 #!/usr/bin/python3
-# The machine's memory settings of the lab file, applied, persisted and read back.
+# The lab file's machine, made so and read back, in one round trip: its swap
+# device, zswap, MGLRU and vm.* sysctls, and the build packages dpkg lacks.
 from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: thrashlab_machine
-short_description: zswap, MGLRU and vm.* sysctls of a lab machine, applied now and at every boot, then verified
+short_description: A lab machine's swap, zswap, MGLRU and vm.* sysctls, applied now and at every boot, then verified
 description:
-  - Sets zswap on or off (C(/sys/module/zswap/parameters/enabled)), the multi-generational LRU
-    (C(/sys/kernel/mm/lru_gen/enabled)) and the given C(vm.*) sysctls, in the running kernel and
-    in C(/etc/tmpfiles.d/thrashlab.conf) and C(/etc/sysctl.d/90-thrashlab.conf) so that a reboot
-    keeps them.
-  - Then reads the machine back (Debian suite, online CPUs, kernel, swap areas, zswap, MGLRU, the
-    sysctls) and fails, naming what differs, when it is not what O(suite), O(cpus) and the
-    settings ask for.
-  - Supports check mode.
+  - "The swap of O(swap_type): C(file) and C(zswap), a swap file O(swapfile) of exactly O(swap_mb) MiB,
+    active and in /etc/fstab (a file of another size, without a swap signature or with holes is
+    turned off, recreated with fallocate, else dd, formatted and turned on; it is made inside the
+    running machine, as swapon refuses files with holes); C(zram), C(/dev/zram0) of O(swap_mb) MiB
+    (uncompressed size), set up by an enabled oneshot unit, C(thrashlab-zram.service), so that a
+    reboot sets it up again. The kind not asked for is removed, and with O(swap_disable_others)
+    every other swap area is turned off and its /etc/fstab line commented out."
+  - Sets zswap on (swap type C(zswap)) or off (C(/sys/module/zswap/parameters/enabled)), the
+    multi-generational LRU (C(/sys/kernel/mm/lru_gen/enabled)) and the given C(vm.*) sysctls, in
+    the running kernel and in C(/etc/tmpfiles.d/thrashlab.conf) and C(/etc/sysctl.d/90-thrashlab.conf)
+    so that a reboot keeps them.
+  - Refuses, before changing anything, a machine whose Debian suite or number of online CPUs is not
+    O(suite) or O(cpus), and settings that its kernel lacks; afterwards reads the machine back
+    (kernel, swap areas, zswap, MGLRU, the sysctls) and fails, naming what differs, when it is not
+    what was asked.
+  - Reports which of O(packages) dpkg lacks (one call of dpkg-query), for the role's apt task.
+  - One SSH round trip for all of it (each costs seconds on an emulated machine). Supports check mode.
 options:
-  zswap:
-    description: zswap on (the swap type zswap) or off (a plain swap file or zram).
-    type: bool
+  swap_type:
+    description: The lab file's swap_type.
+    type: str
+    choices: [file, zram, zswap]
     required: true
+  swap_mb:
+    description: Size of the swap file or the zram device in MiB; 0 means no swap.
+    type: int
+    required: true
+  swapfile:
+    description: Absolute path of the swap file (swap types file and zswap).
+    type: path
+    default: /swapfile.thrashlab
+  swap_disable_others:
+    description:
+      - Also turn off every other swap area and comment out the other swap lines of /etc/fstab,
+        so that the machine's swap is exactly the lab file's.
+    type: bool
+    default: false
+  zram_priority:
+    description: Swap priority of the zram device.
+    type: int
+    default: 100
   mglru:
     description: C(default) leaves the kernel's own setting, C(on) or C(off) force it.
     type: str
@@ -36,6 +65,15 @@ options:
     description: The number of online CPUs the machine must have; not checked when 0.
     type: int
     default: 0
+  packages:
+    description: Debian packages whose absence is reported in RV(missing_packages).
+    type: list
+    elements: str
+    default: []
+  kernel_headers:
+    description: Also report C(linux-headers-<running kernel>) if it is not installed.
+    type: bool
+    default: false
 """
 
 RETURN = r"""
@@ -45,8 +83,17 @@ actions:
   elements: str
   returned: always
 machine:
-  description: What the machine is, read back from it after the changes.
+  description: What the machine is, read back from it after the changes (with the zram algorithm when set up).
   type: dict
+  returned: always
+kernel:
+  description: The running kernel's release (C(uname -r)).
+  type: str
+  returned: always
+missing_packages:
+  description: The packages of O(packages) (and the kernel headers) that dpkg does not list as installed.
+  type: list
+  elements: str
   returned: always
 """
 
@@ -54,6 +101,8 @@ import os
 import platform
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.thrashlab_changes import Changes
+from ansible.module_utils.thrashlab_swap import ensure_swapfile, ensure_zram, zram_algorithm
 
 TMPFILES = "/etc/tmpfiles.d/thrashlab.conf"
 SYSCTL_CONF = "/etc/sysctl.d/90-thrashlab.conf"
@@ -132,24 +181,52 @@ def read_back(sysctl_names):
     return machine
 
 
+def missing_packages(module, names):
+    """The packages among ``names`` that dpkg does not list as installed."""
+    if not names:
+        return []
+    dpkg_query = module.get_bin_path("dpkg-query")
+    if dpkg_query is None:
+        module.fail_json(msg="the setup role needs a Debian or Ubuntu machine (no dpkg-query here)")
+    _, out, _ = module.run_command([dpkg_query, "--show", "--showformat", "${db:Status-Abbrev} ${Package}\n"]
+                                   + list(names))
+    installed = {line.split()[-1] for line in out.splitlines() if line.startswith("ii ")}
+    return [name for name in names if name not in installed]
+
+
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            zswap=dict(type="bool", required=True),
+            swap_type=dict(type="str", required=True, choices=["file", "zram", "zswap"]),
+            swap_mb=dict(type="int", required=True),
+            swapfile=dict(type="path", default="/swapfile.thrashlab"),
+            swap_disable_others=dict(type="bool", default=False),
+            zram_priority=dict(type="int", default=100),
             mglru=dict(type="str", default="default", choices=["default", "on", "off"]),
             sysctl=dict(type="dict", default={}),
             suite=dict(type="str", default=""),
             cpus=dict(type="int", default=0),
+            packages=dict(type="list", elements="str", default=[]),
+            kernel_headers=dict(type="bool", default=False),
         ),
         supports_check_mode=True,
     )
     p = module.params
-    check = module.check_mode
-    actions = []
+    changes = Changes(module)
+    zswap = p["swap_type"] == "zswap"
     sysctl = {str(k): normal(v) for k, v in (p["sysctl"] or {}).items()}
 
-    # Refuse what this kernel cannot do before changing anything.
-    if p["zswap"] and read(ZSWAP_ENABLED) is None:
+    # Refuse another machine, or what this kernel cannot do, before changing anything.
+    wrong = []
+    suite = debian_suite()
+    if p["suite"] and suite != p["suite"]:
+        wrong.append("suite is %s, the lab file says %s" % (suite, p["suite"]))
+    if p["cpus"] and online_cpus() != p["cpus"]:
+        wrong.append("%d CPUs online, the lab file says %d" % (online_cpus(), p["cpus"]))
+    if wrong:
+        module.fail_json(msg="the machine is not what the lab file describes: " + "; ".join(wrong),
+                         machine=read_back(sysctl))
+    if zswap and read(ZSWAP_ENABLED) is None:
         module.fail_json(msg="swap_type zswap: this kernel (%s) has no zswap (%s is missing)"
                          % (platform.release(), ZSWAP_ENABLED))
     if p["mglru"] != "default" and read(LRU_GEN) is None:
@@ -162,16 +239,21 @@ def main():
             module.fail_json(msg="sysctl %s: this kernel (%s) has no such setting (%s is missing)"
                              % (name, platform.release(), sysctl_path(name)))
 
+    # The swap device: the file (or none), then zram (or none); zram0 is
+    # spared by the file's disable_others only when it is the lab's swap.
+    zram = p["swap_type"] == "zram"
+    ensure_swapfile(changes, p["swapfile"], 0 if zram else p["swap_mb"], p["swap_disable_others"],
+                    keep=["/dev/zram0"] if zram else [])
+    ensure_zram(changes, p["swap_mb"] if zram else 0, p["zram_priority"])
+
     def write_file(path, text):
         if read(path) == (text.strip() if text else None):
             return
         if text is None:
-            actions.append("remove %s" % path)
-            if not check:
+            if changes.note("remove %s" % path):
                 os.unlink(path)
             return
-        actions.append("write %s" % path)
-        if not check:
+        if changes.note("write %s" % path):
             os.makedirs(os.path.dirname(path), exist_ok=True)
             tmp = path + ".tmp"
             with open(tmp, "w") as f:
@@ -179,20 +261,18 @@ def main():
             os.rename(tmp, path)
 
     def set_now(path, value, what):
-        actions.append("%s: %s" % (what, value))
-        if not check:
+        if changes.note("%s: %s" % (what, value)):
             try:
                 with open(path, "w") as f:
                     f.write(value)
             except OSError as e:
-                module.fail_json(msg="%s: writing %r to %s failed: %s" % (what, value, path, e.strerror),
-                                 actions=actions)
+                changes.fail("%s: writing %r to %s failed: %s" % (what, value, path, e.strerror))
 
     # Runtime values first, then the files that set them again at boot
     # (systemd-tmpfiles for sysfs, systemd-sysctl for /proc/sys).
     boot_lines = []
     if read(ZSWAP_ENABLED) is not None:
-        want = "Y" if p["zswap"] else "N"
+        want = "Y" if zswap else "N"
         if read(ZSWAP_ENABLED) != want:
             set_now(ZSWAP_ENABLED, want, "zswap enabled")
         boot_lines.append("w %s - - - - %s" % (ZSWAP_ENABLED, want))
@@ -210,26 +290,30 @@ def main():
                if sysctl else None)
 
     machine = read_back(sysctl)
-    if check:
-        module.exit_json(changed=bool(actions), actions=actions, machine=machine)
+    if zram:
+        machine["zram_algorithm"] = zram_algorithm()
+    kernel = platform.release()
+    packages = list(p["packages"]) + (["linux-headers-" + kernel] if p["kernel_headers"] else [])
+    result = dict(changed=bool(changes.actions), actions=changes.actions, machine=machine, kernel=kernel,
+                  missing_packages=missing_packages(module, packages))
+    if changes.check:
+        module.exit_json(**result)
 
-    # What the machine is, against what the lab file says.
-    wrong = []
-    if p["suite"] and machine["suite"] != p["suite"]:
-        wrong.append("suite is %s, the lab file says %s" % (machine["suite"], p["suite"]))
-    if p["cpus"] and machine["online_cpus"] != p["cpus"]:
-        wrong.append("%d CPUs online, the lab file says %d" % (machine["online_cpus"], p["cpus"]))
-    if machine["zswap_enabled"] is not None and (machine["zswap_enabled"] == "Y") != p["zswap"]:
+    # The settings read back, against what was asked.
+    if machine["zswap_enabled"] is not None and (machine["zswap_enabled"] == "Y") != zswap:
         wrong.append("zswap enabled is %s" % machine["zswap_enabled"])
     if p["mglru"] != "default" and lru_gen_is_on(machine["lru_gen"]) != (p["mglru"] == "on"):
         wrong.append("lru_gen enabled is %s, mglru %s asked" % (machine["lru_gen"], p["mglru"]))
     for name, value in sysctl.items():
         if machine["sysctl"][name] != value:
             wrong.append("%s is %s, the lab file says %s" % (name, machine["sysctl"][name], value))
+    expected_swap = {"file": p["swapfile"], "zswap": p["swapfile"], "zram": "/dev/zram0"}[p["swap_type"]]
+    if p["swap_mb"] > 0 and expected_swap not in [a["name"] for a in machine["swaps"]]:
+        wrong.append("%s is not an active swap area" % expected_swap)
     if wrong:
-        module.fail_json(msg="the machine is not what the lab file describes: " + "; ".join(wrong),
-                         actions=actions, machine=machine)
-    module.exit_json(changed=bool(actions), actions=actions, machine=machine)
+        result.pop("changed")
+        module.fail_json(msg="the machine is not what the lab file describes: " + "; ".join(wrong), **result)
+    module.exit_json(**result)
 
 
 if __name__ == "__main__":
