@@ -1,25 +1,26 @@
 """thrashlab runner: Case Study 1 and 2, and the benchmarks, on one lab machine.
 
-Copied to every machine by playbooks/roles/case_runner as one zipapp built
-from this package (thrashlab_runner.pyz) and run there as root. Python 3
+Copied to every machine by playbooks/roles/case_runner (as one zipapp,
+unpacked there with its bytecode into /opt/thrashlab/runner/current: RUNNER
+below) and run there as root (`python3 RUNNER STEP ...`). Python 3
 standard library only (the machines have python3 and no pip). A case's
 sweep runs as one detached process (sweep: `case-sweep --detach`), which
 Ansible follows point by point (`case-follow`).
 
-    thrashlab_runner.pyz case2-start  --run-id ID --machine NAME [plan options] [--resume]
-    thrashlab_runner.pyz case-sweep   --run-id ID --case case1|case2 [--detach]
-    thrashlab_runner.pyz case-follow  --run-id ID --case case1|case2 --attempt K (--index I | --end)
-    thrashlab_runner.pyz case2-point  --run-id ID --n N --repeat R
-    thrashlab_runner.pyz case1-start  --run-id ID --machine NAME [--work-mb auto|MB] --pair A=SPEC,SPEC ...
-                                      (SPEC: "MB MODE ACCESSES [ITERATIONS]", MB may be auto,
-                                       ACCESSES many or few: --accesses-many/--accesses-few)
-    thrashlab_runner.pyz case1-pair   --run-id ID --pair A
-    thrashlab_runner.pyz bench-start  --run-id ID --machine NAME [--rounds R --processes 1,8,32 ...]
-    thrashlab_runner.pyz bench-idle   --run-id ID
-    thrashlab_runner.pyz bench-round  --run-id ID --round K
-    thrashlab_runner.pyz case-finish  --run-id ID --case case1|case2|bench
-    thrashlab_runner.pyz facts        --run-id ID --machine NAME
-    thrashlab_runner.pyz plan-case2   --mem-available-mb A --swap-mb S [plan options]   (prints, writes nothing)
+    RUNNER case2-start  --run-id ID --machine NAME [plan options] [--resume]
+    RUNNER case-sweep   --run-id ID --case case1|case2 [--detach]
+    RUNNER case-follow  --run-id ID --case case1|case2 --attempt K (--index I | --end)
+    RUNNER case2-point  --run-id ID --n N --repeat R
+    RUNNER case1-start  --run-id ID --machine NAME [--work-mb auto|MB] --pair A=SPEC,SPEC ...
+                        (SPEC: "MB MODE ACCESSES [ITERATIONS]", MB may be auto,
+                         ACCESSES many or few: --accesses-many/--accesses-few)
+    RUNNER case1-pair   --run-id ID --pair A
+    RUNNER bench-start  --run-id ID --machine NAME [--rounds R --processes 1,8,32 ...]
+    RUNNER bench-idle   --run-id ID
+    RUNNER bench-round  --run-id ID --round K
+    RUNNER case-finish  --run-id ID --case case1|case2|bench
+    RUNNER facts        --run-id ID --machine NAME
+    RUNNER plan-case2   --mem-available-mb A --swap-mb S [plan options]   (prints, writes nothing)
 
 Results follow docs/results-format.md under <results dir>/<run id>/ (default
 /var/lib/thrashlab/results). A case's start reads the machine's facts after

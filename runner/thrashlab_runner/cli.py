@@ -10,7 +10,6 @@ import time
 
 from . import __doc__ as RUNNER_DOC
 from . import common
-from .bench import cmd_bench_idle, cmd_bench_round, cmd_bench_start
 from .case1 import case1_pair, cmd_case1_pair, cmd_case1_start
 from .case2 import case2_point, cmd_case2_point, cmd_case2_start, cmd_plan_case2
 from .common import Interrupted, RunnerError, log, result_text, utc_now
@@ -193,8 +192,14 @@ def main(argv=None) -> int:
     ctx = None
     handlers = {"facts": cmd_facts, "case2-start": cmd_case2_start, "case2-point": cmd_case2_point,
                 "case1-start": cmd_case1_start, "case1-pair": cmd_case1_pair, "case-finish": cmd_case_finish,
-                "case-sweep": lambda c: cmd_case_sweep(c, run_point, finish_case), "case-follow": cmd_case_follow,
-                "bench-start": cmd_bench_start, "bench-idle": cmd_bench_idle, "bench-round": cmd_bench_round}
+                "case-sweep": lambda c: cmd_case_sweep(c, run_point, finish_case), "case-follow": cmd_case_follow}
+    if args.cmd.startswith("bench-"):
+        # Only the benchmark's steps load its modules: every start of the
+        # runner pays for what it imports (a third of a second here under
+        # emulation, beside the work of a sweep).
+        from .bench import cmd_bench_idle, cmd_bench_round, cmd_bench_start
+        handlers.update({"bench-start": cmd_bench_start, "bench-idle": cmd_bench_idle,
+                         "bench-round": cmd_bench_round})
     try:
         if args.cmd == "plan-case2":
             result = cmd_plan_case2(args)

@@ -386,7 +386,8 @@ def _launch(ctx, case: str) -> dict:
     if how == "auto":
         how = "systemd" if os.path.isdir("/run/systemd/system") and shutil.which("systemd-run") else "setsid"
     if how == "systemd":
-        subprocess.run(["systemctl", "reset-failed", unit + ".service"], capture_output=True)
+        # --collect: the unit is unloaded when it ends, failed or not, so the
+        # name is free for the next attempt without a reset-failed.
         # OOMPolicy=continue: an OOM kill of a work process (a thrashing point
         # may see several) is recorded by the run; systemd's default for a
         # service (stop) would stop the whole sweep with SIGTERM.
