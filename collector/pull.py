@@ -37,8 +37,10 @@ import fcntl
 import importlib.util
 import json
 import os
+import platform
 import shlex
 import shutil
+import socket
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -46,7 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from thrashlab.lab import REPO_ROOT
-from thrashlab.paths import results_root
+from thrashlab.paths import results_root, testbed_dir
 from thrashlab.progress import Progress
 
 from . import logs
@@ -394,6 +396,29 @@ def portable_text(text: str | None) -> str | None:
     return text
 
 
+def collecting_host() -> dict:
+    """The host the collector runs on, when it collects: for the local testbed
+    the host the VMs ran on (its cores and load say how crowded they were)."""
+    try:
+        load = [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        load = None
+    return {"hostname": socket.gethostname(), "kernel": platform.release(), "cores": len(os.sched_getaffinity(0)),
+            "loadavg": load}
+
+
+def local_testbed(lab: dict, hosts: list[Host]) -> dict | None:
+    """What `python -m localvm up` recorded about the lab's VMs (accelerator, the
+    host at boot, which core runs which vCPU), when the machines are that testbed's."""
+    if not isinstance(lab, dict) or not any(h.backend == "localvm" for h in hosts):
+        return None
+    try:
+        state = json.loads((testbed_dir(str(lab.get("name"))) / "testbed.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return {key: state.get(key) for key in ("accelerator", "started", "host", "placement")}
+
+
 def build_manifest(run_id: str, lab: dict, remotes: list[rm.Remote], results: dict[str, HostResult],
                    started: str, ended: str, opts: Options) -> dict:
     hosts = [r.host for r in remotes]
@@ -424,6 +449,8 @@ def build_manifest(run_id: str, lab: dict, remotes: list[rm.Remote], results: di
         "ended": max(ends) if ends else None,
         "collected": {"started": started, "ended": ended, "collector_version": COLLECTOR_VERSION},
         "lab": {**lab, "path": portable_path(lab.get("path"))} if isinstance(lab, dict) else lab,
+        "host": collecting_host(),
+        "testbed": local_testbed(lab, hosts),
         "parameters": {h.name: results[h.name].parameters for h in hosts if results[h.name].status == "ok"},
         "machines": machines,
         # as connected: the inventory's settings completed by ssh_config

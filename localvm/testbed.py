@@ -30,8 +30,9 @@ from thrashlab.lab import Lab, Machine
 from thrashlab.paths import testbed_dir
 from thrashlab.progress import Progress, format_duration
 
-from . import qemu
+from . import placement, qemu
 from .image import Image, build_image
+from .qmp import QMPError, quit_vm
 
 BOOT_TIMEOUT_S = 420  # a cold TCG boot of two VMs on two cores takes ~30-60 s
 SERIAL_TAIL_LINES = 40
@@ -343,11 +344,17 @@ class Testbed:
                 self.progress.say(f"booting ({m.memory_mb} MiB, {m.cpus} vCPU, {m.suite}, {accel})", m.name)
                 ports[m.name] = self._launch(m, images[m.suite], accel)
             self._write_client_files(ports)
+            cores = placement.host_cores()
+            assignment, reason = placement.plan({m.name: m.cpus for m in self.lab.machines}, cores)
+            placed = {m.name: self._pin(m.name, assignment[m.name]) for m in self.lab.machines} if assignment else {}
+            self.progress.say(f"vCPUs {reason}")
             state = {
                 "lab": str(self.lab.path), "lab_name": self.lab.name, "accelerator": accel,
                 "image": str(first.dir), "kernel_release": first.info().get("kernel_release"),
                 "ssh_key": str(self.key), "known_hosts": str(self.known_hosts),
                 "ssh_config": str(self.ssh_config), "host": host,
+                "placement": {"pinned": bool(assignment), "reason": reason, "host_cores": cores,
+                              "machines": placed},
                 "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "machines": {m.name: {"host": "127.0.0.1", "port": ports[m.name], "user": "root",
                                       "pid": self.our_pid(m.name), "memory_mb": m.memory_mb,
@@ -403,23 +410,22 @@ class Testbed:
         image = Image(Path(machine_state.get("image") or state["image"]))
         machine_state["port"] = self._launch(m, image, state["accelerator"], keep_disk=True)
         machine_state["pid"] = self.our_pid(name)
+        placed = state.get("placement", {}).get("machines", {})
+        if name in placed:  # the same cores as before the reboot
+            placed[name] = self._pin(name, [c for v in placed[name] for c in v["cores"]])
         self._write_client_files({n: ms["port"] for n, ms in state["machines"].items()})
         self._write_state(state)
         self._wait_for_ssh(name, time.monotonic() + timeout)
 
+    def _pin(self, name: str, cores: list[int]) -> list[dict]:
+        try:
+            return placement.pin(self.vm_dir(name) / "qmp.sock", cores)
+        except (OSError, ValueError, QMPError) as e:
+            raise TestbedError(f"{name}: could not pin its vCPUs to cores {cores}: {e}") from None
+
     def _stop_pid(self, pid: int, qmp: Path | None) -> None:
         if qmp is not None and qmp.exists():
-            try:  # a clean quit lets QEMU remove its pidfile
-                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-                    s.settimeout(3)
-                    s.connect(str(qmp))
-                    s.recv(4096)
-                    s.sendall(b'{"execute":"qmp_capabilities"}\n')
-                    s.recv(4096)
-                    s.sendall(b'{"execute":"quit"}\n')
-                    s.recv(4096)  # closing before the answer can drop the command
-            except OSError:
-                pass
+            quit_vm(qmp)  # a clean quit lets QEMU remove its pidfile
         for sig, wait_s in ((None, 5), (signal.SIGTERM, 5), (signal.SIGKILL, 5)):
             if sig is not None and _pid_alive(pid):
                 try:

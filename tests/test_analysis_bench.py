@@ -211,6 +211,11 @@ def build_run(root: Path, *, case2=True, testbed=True) -> Path:
             build_case2(root / m, m)
     man = mf.manifest({m: {"status": "ok", "facts": facts[m]} for m in facts})
     man["run_id"] = "20261129-bench"
+    if testbed:  # what the collector copies from the local testbed's state
+        man["testbed"] = {"accelerator": "tcg", "placement": {
+            "pinned": True, "reason": "pinned: each of the lab's 2 vCPUs on a core of its own (2 cores)",
+            "host_cores": [0, 1], "machines": {"small": [{"vcpu": 0, "thread": 11, "cores": [0]}],
+                                               "large": [{"vcpu": 0, "thread": 12, "cores": [1]}]}}}
     write_json(root / "manifest.json", man)
     if testbed:
         write_json(root / "testbed.json", {
@@ -462,12 +467,13 @@ def test_header_labels_machines_and_accelerators(run):
     assert p.stdout.startswith("Benchmark of run 20261129-bench\n")
     assert "git revision: fedcba9876543210fedcba9876543210fedcba98 (dirty: uncommitted changes)" in p.stdout
     assert "host: 2 CPUs, kernel 6.1.0-host, labhost" in p.stdout
+    assert "vCPUs: pinned: each of the lab's 2 vCPUs on a core of its own (2 cores)" in p.stdout
     machines = table(p.stdout, "machine  RAM")
     assert machines == [
         {"machine": "small (256 MiB, TCG)", "RAM": "256 MiB", "swap": "512 MiB", "vCPUs": "1",
-         "kernel": "6.1.0-28-amd64", "accelerator": "tcg"},
+         "kernel": "6.1.0-28-amd64", "accelerator": "tcg", "host cores": "0"},
         {"machine": "large (512 MiB, KVM)", "RAM": "512 MiB", "swap": "512 MiB", "vCPUs": "1",
-         "kernel": "6.1.0-28-amd64", "accelerator": "kvm"}]
+         "kernel": "6.1.0-28-amd64", "accelerator": "kvm", "host cores": "1"}]
     params = table(p.stdout, "machine  rounds")
     assert params[0]["rounds"] == "3/3" and params[0]["N"] == "1,8,32"
     assert params[0]["work"] == "16 MiB mode R 2000000 accesses (10000/iteration)"
@@ -546,6 +552,8 @@ def test_without_case2_and_testbed_the_rest_still_works(tmp_path):
     p = analysis("bench", run, "--no-doc")
     assert p.returncode == 0, p.stderr
     assert "host: not measured in this run (no testbed.json)" in p.stdout
+    assert "vCPUs: not measured in this run (no placement in the manifest" in p.stdout
+    assert {r["host cores"] for r in table(p.stdout, "machine  RAM")} == {"not pinned"}
     rows = table(p.stdout, "machine  runs")
     assert [(r["machine"], r["runs"], r["sweep/work"]) for r in rows] == \
         [(LABEL[m], "not measured in this run", "-") for m in ("small", "large")]

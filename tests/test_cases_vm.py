@@ -67,6 +67,11 @@ def _verify_manifest(run_dir: Path, machines: list[str]) -> dict:
                     "cpus", "accelerator", "hostname"):
             assert facts.get(key) is not None, (name, key)
     assert man["lab"]["machines"] and man["git_revision"] and isinstance(man["git_dirty"], bool)
+    # the local testbed's record: accelerator and where each machine's vCPUs ran
+    assert man["testbed"]["accelerator"] in ("kvm", "tcg") and man["host"]["cores"] >= 1
+    placement = man["testbed"]["placement"]
+    assert placement["pinned"] == (sum(m["cpus"] for m in man["lab"]["machines"]) <= man["host"]["cores"])
+    assert sorted(placement["machines"]) == (sorted(machines) if placement["pinned"] else [])
     assert man["started"] and man["ended"] and man["collected"]["ended"]
     on_disk = {str(p.relative_to(run_dir)) for p in run_dir.rglob("*") if p.is_file()} - {"manifest.json"}
     assert on_disk == set(man["files"]) | set(man["logs"])

@@ -390,6 +390,9 @@ def test_pull_complete_run(lab):
     assert man["lab"]["name"] == "testlab" and {m["name"] for m in man["lab"]["machines"]} == {"small", "large"}
     assert man["started"] == "2026-11-25T23:40:00Z" and man["ended"] == "2026-11-25T23:43:00Z"
     assert len(man["git_revision"]) == 40 and isinstance(man["git_dirty"], bool)
+    # the collecting host as it is; no local testbed behind these machines (a static inventory)
+    assert man["host"]["cores"] == len(os.sched_getaffinity(0)) and len(man["host"]["loadavg"]) == 3
+    assert man["testbed"] is None
     # every file listed, present and verified; nothing hidden or partial came along
     local = {str(p.relative_to(run)) for p in run.rglob("*") if p.is_file()} - {"manifest.json"}
     assert local == set(man["files"])

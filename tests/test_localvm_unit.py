@@ -131,3 +131,48 @@ def test_a_lab_is_checked_against_the_host():
     small = lab_fit(lab, host_cpus=2, host_available=300)  # 320 MiB + QEMU's own
     assert "needs about 470 MiB of host memory" in small["error"] and "300 MiB" in small["error"]
     assert lab_fit(lab, host_cpus=2, host_available=None)["error"] is None  # no /proc/meminfo: no verdict
+
+
+# --- vCPU placement ------------------------------------------------------------------
+
+def test_placement_gives_each_vcpu_a_core_of_its_own_when_the_lab_fits(monkeypatch):
+    from localvm import placement
+    monkeypatch.delenv(placement.PIN_ENV, raising=False)
+    assignment, reason = placement.plan({"small": 1, "large": 1, "sid": 2}, [0, 1, 2, 3])
+    assert assignment == {"small": [0], "large": [1], "sid": [2, 3]} and reason.startswith("pinned")
+    assignment, reason = placement.plan({"a": 1, "b": 2}, [0, 1])
+    assert assignment is None and "3 vCPUs outnumber the host's 2 cores" in reason
+    monkeypatch.setenv(placement.PIN_ENV, "0")
+    assert placement.plan({"a": 1}, [0, 1]) == (None, f"not pinned: {placement.PIN_ENV}=0")
+
+
+def test_vcpu_threads_are_pinned_in_a_real_qemu(tmp_path):
+    """A paused QEMU (no guest) with 2 vCPU threads: QMP names the threads, each
+    is pinned to the core planned for it, and the host's scheduler says so."""
+    import os
+    import time
+
+    from localvm import placement
+    from localvm.qmp import quit_vm, vcpu_threads
+    cores = placement.host_cores()
+    if len(cores) < 2:
+        pytest.skip("needs a host with 2 cores")
+    sock = tmp_path / "qmp.sock"
+    proc = subprocess.Popen([qemu.qemu_binary(), "-accel", "tcg,thread=multi", "-machine", "pc", "-smp", "2",
+                             "-m", "64", "-nodefaults", "-display", "none", "-S",
+                             "-qmp", f"unix:{sock},server=on,wait=off"])
+    try:
+        deadline = time.monotonic() + 30
+        while not sock.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        threads = vcpu_threads(sock)
+        assert len(threads) == 2 and all(os.path.exists(f"/proc/{proc.pid}/task/{t}") for t in threads)
+        placed = placement.pin(sock, [cores[1], cores[0]])
+        assert [p["cores"] for p in placed] == [[cores[1]], [cores[0]]]
+        assert [sorted(os.sched_getaffinity(t)) for t in threads] == [[cores[1]], [cores[0]]]
+        quit_vm(sock)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

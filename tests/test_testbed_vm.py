@@ -27,6 +27,29 @@ def test_each_vm_has_the_lab_resources(testbed):
     assert testbed.state()["accelerator"] in ("kvm", "tcg")
 
 
+def test_vcpus_run_where_the_placement_says(testbed):
+    """Each vCPU thread of a lab that fits the host's cores has a core of its
+    own, as the kernel's affinity of the QEMU threads says (not the state
+    file); a lab that does not fit is not pinned, and says why."""
+    import os
+    placement = testbed.state()["placement"]
+    vcpus = sum(m.cpus for m in testbed.lab.machines)
+    assert placement["pinned"] == (vcpus <= len(os.sched_getaffinity(0))), placement
+    if not placement["pinned"]:
+        assert "not pinned" in placement["reason"] and not placement["machines"]
+        return
+    used = []
+    for m in testbed.lab.machines:
+        qemu_pid = testbed.state()["machines"][m.name]["pid"]
+        entries = placement["machines"][m.name]
+        assert [e["vcpu"] for e in entries] == list(range(m.cpus))
+        for e in entries:
+            assert os.path.exists(f"/proc/{qemu_pid}/task/{e['thread']}")  # a thread of that VM's QEMU
+            assert sorted(os.sched_getaffinity(e["thread"])) == e["cores"] and len(e["cores"]) == 1
+            used += e["cores"]
+    assert len(used) == len(set(used)) == vcpus
+
+
 def test_only_loopback_ssh_is_forwarded(testbed):
     state = testbed.state()
     for name, vm in state["machines"].items():

@@ -83,7 +83,13 @@ class Report(Measurements):
                  f"date: {date or '?'}",
                  f"git revision: {rev or '?'}" + (" (dirty: uncommitted changes)" if dirty else ""),
                  f"host: {host_text}"]
+        testbed = man.get("testbed") if isinstance(man.get("testbed"), dict) else {}
+        placement = testbed.get("placement") if isinstance(testbed.get("placement"), dict) else None
+        items.append("vCPUs: " + (str(placement.get("reason")) if placement else NOT_MEASURED
+                                  + " (no placement in the manifest: not the local testbed, or older)"))
         self.blocks.append(Block("list", items=items))
+        self.data["placement"] = placement
+        pinned = placement.get("machines") if placement and isinstance(placement.get("machines"), dict) else {}
         self.data.update(run_id=run_id, date=date, git_revision=rev, git_dirty=dirty, host=host,
                          lab=tb.get("lab"), accelerator=tb.get("accelerator"))
         mrows = []
@@ -91,9 +97,11 @@ class Report(Measurements):
             f = m.facts
             mrows.append({"machine": self.labels[m.name], "ram": f"{m.memory_mb:g} MiB",
                           "swap": f_mib(f.get("swap_mb")),
-                          "cpus": f.get("cpus"), "kernel": f.get("kernel"), "accelerator": f.get("accelerator")})
+                          "cpus": f.get("cpus"), "kernel": f.get("kernel"), "accelerator": f.get("accelerator"),
+                          "cores": ",".join(str(c) for v in pinned.get(m.name) or [] for c in v.get("cores", []))
+                          or "not pinned"})
         self.table(mrows, [S("machine"), S("ram", "RAM", True), S("swap", num=True), S("cpus", "vCPUs", True),
-                           S("kernel"), S("accelerator")])
+                           S("kernel"), S("accelerator"), S("cores", "host cores")])
         prows = []
         for b in self.benches.values():
             pr = b.params
