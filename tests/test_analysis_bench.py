@@ -393,6 +393,26 @@ def test_lateness_split_from_the_runs_that_have_it(run):
     assert next(r for r in fid if r["scope"] == "N=3 (N*)")["ticks_merged"] == "1"     # the rest unchanged
 
 
+def test_runner_time_of_a_sweep_run_by_one_runner_process(run):
+    """Today's sweep is one runner process (every run.json has its runner_started):
+    each run is charged from the previous run's end, not from that start."""
+    runs = sorted((run / "small" / "case2").glob("n-*/r-*/run.json"),
+                  key=lambda rj: json.loads(rj.read_text())["started"])
+    first = json.loads(runs[0].read_text())["runner_started"]
+    for rj in runs:
+        obj = json.loads(rj.read_text())
+        obj["runner_started"] = first
+        rj.write_text(json.dumps(obj))
+    p = analysis("bench", run, "--no-doc", "--json")
+    assert p.returncode == 0, p.stderr
+    small = next(m for m in json.loads(p.stdout)["testbed"]["machines"] if m["machine"] == "small")
+    # the fixture's timeline: a run ends 5 s + settling + 0.5 s + its work + 1 s after the one before
+    expected = IN_RUNNER + (len(runs) - 1) * (5.0 + 0.5 + 1.0)
+    assert small["in_runner_runs"] == len(runs)
+    assert small["in_runner_s"] == pytest.approx(expected)
+    assert small["remainder_s"] == pytest.approx(small["sweep_s"] - small["work_s"] - small["settle_s"] - expected)
+
+
 def test_testbed_overhead_and_targets(run, tmp_path):
     p = analysis("bench", run, "--no-doc")
     assert p.returncode == 0, p.stderr
@@ -437,8 +457,8 @@ def test_testbed_overhead_and_targets(run, tmp_path):
     assert result("ticks within 1 jiffy idle >= 99.9%", LABEL["small"]) == ("missed", "0.10 pp")
     assert result("ticks within 1 jiffy at N* >= 99.0%, N=3", LABEL["small"]) == ("met", "0.75 pp")
     assert result("0 records dropped", LABEL["small"]) == ("met", "0")
-    assert result("sweep wall <= 1.15 x work time", LABEL["small"]) == ("missed", f"{320 / 262 - 1.15:.3f}")
-    assert result("sweep wall <= 1.15 x work time", LABEL["large"]) == ("met", f"{1.15 - 196 / 172:.3f}")
+    assert result("sweep wall <= 1.1 x work time", LABEL["small"]) == ("missed", f"{320 / 262 - 1.10:.3f}")
+    assert result("sweep wall <= 1.1 x work time", LABEL["large"]) == ("missed", f"{196 / 172 - 1.10:.3f}")
 
     # the discussion names the numbers at the largest N and the largest part of the testbed's overhead
     s_pf, p_lo, p_hi = ci(RATIOS["small"]["pfprof"][32])
@@ -457,8 +477,9 @@ def test_testbed_overhead_and_targets(run, tmp_path):
             f"{poll_cpu:.2f}% for the poller: the cheapest of the three.") in words
     assert ("The testbed's own overhead is largest on small (256 MiB, TCG): the sweep took 1.22x its 262 s "
             "of work; of the 58 s beyond the work, settling between runs took 16 s (28%), the runner outside "
-            "the work took 12 s (21%), Ansible, ssh and start-up between runs took 30 s (52%): the largest part "
-            "is Ansible, ssh and start-up between runs.") in words
+            "the work took 12 s (21%), starting and ending the sweep (Ansible, ssh, interpreter start-up) took "
+            "30 s (52%): the largest part is starting and ending the sweep (Ansible, ssh, interpreter "
+            "start-up).") in words
 
 
 def test_header_labels_machines_and_accelerators(run):

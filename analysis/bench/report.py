@@ -287,9 +287,10 @@ class Report(Measurements):
                                 "steps": None if self.steps is None else
                                 [{"name": n, "seconds": s} for n, s in self.steps]}
         notes = ["work: sum of the case2 runs' wall_s; sweep: case2/params.json ended - started; the rest "
-                 "(sweep - work) split into settling (settle_s), the runner outside the work ((ended - "
-                 "runner_started) - wall_s - settle_s) and the remainder: Ansible, ssh and interpreter "
-                 "start-up between runs; (%): share of the rest"]
+                 "(sweep - work) split into settling (settle_s), the runner outside the work (from the runner's "
+                 "start, or its previous run's end, to each run's end, less wall_s and settle_s) and the "
+                 "remainder: starting the runner and the sweep (Ansible, ssh, interpreter start-up) and "
+                 "ending it; (%): share of the rest"]
         for d in data:
             if d.get("measured") and d["sweep_s"] is None:
                 notes.append(f"{d['label']}: sweep wall {NOT_MEASURED} (case2/params.json has no started/ended)")

@@ -1,7 +1,7 @@
 """The run's Case Study 2 sweep as the benchmark sees it: the time it took, and the ticks at N*."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
@@ -22,6 +22,8 @@ class Timing:
     settle_s: Optional[float] = None
     in_runner_s: Optional[float] = None
     in_runner_runs: int = 0
+    # (runner_started, started, ended, wall_s, settle_s) of each run that has them
+    spans: list = field(default_factory=list)
 
     @property
     def ratio(self) -> Optional[float]:
@@ -37,9 +39,22 @@ class Timing:
             return None
         return self.sweep_s - self.work_s - (self.settle_s or 0.0) - (self.in_runner_s or 0.0)
 
+    def add_runner_spans(self) -> None:
+        """The runner's own time outside the work, from the runs' spans: a runner
+        process that ran several runs (a whole sweep: the runs share its
+        runner_started) is charged, for each run, from the end of its previous
+        run (the first: from its start) to the run's end, less the work and
+        the settling; a runner that ran one run, from its start."""
+        last_end: dict = {}
+        for runner_started, started, ended, wall, settle_s in sorted(self.spans, key=lambda x: (x[0], x[1])):
+            begin = last_end.get(runner_started, runner_started)
+            self.in_runner_s = (self.in_runner_s or 0.0) + (ended - begin) - wall - (settle_s or 0.0)
+            self.in_runner_runs += 1
+            last_end[runner_started] = ended
+
     def components(self) -> list[tuple[str, float]]:
         parts = [("settling between runs", self.settle_s), ("the runner outside the work", self.in_runner_s),
-                 ("Ansible, ssh and start-up between runs", self.remainder_s)]
+                 ("starting and ending the sweep (Ansible, ssh, interpreter start-up)", self.remainder_s)]
         return [(name, v) for name, v in parts if v is not None]
 
 
@@ -68,6 +83,7 @@ def load_sweep(run: Run, machine: Machine, interval_ns: Optional[float], jiffy_n
             info = _run_timing(run, rdir, timing)
             if m == n and interval_ns is not None:
                 _sweep_fidelity(run, rdir, info, fid, interval_ns, jiffy_ns)
+    timing.add_runner_spans()
     return Sweep(n=n, knee=knee.n is not None, fidelity=fid, timing=timing)
 
 
@@ -81,6 +97,7 @@ def _run_timing(run: Run, rdir: Path, t: Timing) -> Optional[dict]:
         settle = info.get("settle")
         settle_s = number(settle, "settle_s", rp, required=False, minimum=0) if isinstance(settle, dict) else None
         runner_started = optional_time(info, "runner_started", rp)
+        started = optional_time(info, "started", rp) if runner_started is not None else None
         ended = optional_time(info, "ended", rp) if runner_started is not None else None
     except AnalysisError as e:
         t.unreadable += 1
@@ -91,9 +108,8 @@ def _run_timing(run: Run, rdir: Path, t: Timing) -> Optional[dict]:
     t.work_s += wall
     if settle_s is not None:
         t.settle_s = (t.settle_s or 0.0) + settle_s
-    if runner_started is not None and ended is not None:
-        t.in_runner_s = (t.in_runner_s or 0.0) + (ended - runner_started) - wall - (settle_s or 0.0)
-        t.in_runner_runs += 1
+    if runner_started is not None and started is not None and ended is not None:
+        t.spans.append((runner_started, started, ended, wall, settle_s))
     return info
 
 
