@@ -37,16 +37,15 @@ import fcntl
 import importlib.util
 import json
 import os
-import platform
 import shlex
 import shutil
-import socket
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from thrashlab import host
 from thrashlab.lab import REPO_ROOT
 from thrashlab.paths import results_root, testbed_dir
 from thrashlab.progress import Progress
@@ -399,12 +398,7 @@ def portable_text(text: str | None) -> str | None:
 def collecting_host() -> dict:
     """The host the collector runs on, when it collects: for the local testbed
     the host the VMs ran on (its cores and load say how crowded they were)."""
-    try:
-        load = [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        load = None
-    return {"hostname": socket.gethostname(), "kernel": platform.release(), "cores": len(os.sched_getaffinity(0)),
-            "loadavg": load}
+    return host.describe()
 
 
 def local_testbed(lab: dict, hosts: list[Host]) -> dict | None:

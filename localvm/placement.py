@@ -14,14 +14,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from thrashlab import host
+
 from .qmp import QMPError, vcpu_threads
 
 PIN_ENV = "THRASHLAB_PIN_VCPUS"
 
 
 def host_cores() -> list[int]:
-    """The cores this process may run on (a container or taskset may give fewer than os.cpu_count())."""
-    return sorted(os.sched_getaffinity(0))
+    return host.cores()
 
 
 def plan(vcpus: dict[str, int], cores: list[int]) -> tuple[dict[str, list[int]] | None, str]:

@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from thrashlab import host as host_info
 from thrashlab.lab import Lab, Machine
 from thrashlab.paths import testbed_dir
 from thrashlab.progress import Progress, format_duration
@@ -51,10 +52,7 @@ def lab_fit(lab, host_cpus: int, host_available: int | None) -> dict:
     Each VM needs its RAM and about 150 MiB for QEMU itself."""
     vcpus = sum(m.cpus for m in lab.machines)
     need = sum(m.memory_mb for m in lab.machines) + 150 * len(lab.machines)
-    try:
-        load = round(os.getloadavg()[0], 2)
-    except OSError:
-        load = None
+    load = (host_info.load_averages() or [None])[0]
     host = {"cpus": host_cpus, "loadavg_1m": load, "available_mb": host_available,
             "vcpus": vcpus, "vcpus_over_cores": vcpus > host_cpus}
     error = warning = None
@@ -284,7 +282,7 @@ class Testbed:
         VM starts; more vCPUs than host cores a warning (the VMs then share
         cores, and ticks and throughputs degrade). What was found goes into
         the state (host cores, load, vCPUs)."""
-        fit = lab_fit(self.lab, os.cpu_count() or 1, host_available_mb())
+        fit = lab_fit(self.lab, len(host_info.cores()), host_available_mb())
         if fit["error"]:
             raise TestbedError(fit["error"])
         if fit["warning"]:

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import json
 import os
-import platform
-import socket
 import sys
 import time
 
+from thrashlab import host
 from thrashlab.lab import REPO_ROOT
 from thrashlab.paths import results_root
 from thrashlab_job.job import Job, extra_vars, job_parser
@@ -26,8 +25,9 @@ def write_testbed_json(run_dir, run_id: str, lab, accelerator: str | None, job: 
     """The host's side of the run (results-format.md): what the VMs cannot know."""
     from collector.pull import git_state
     rev, dirty = git_state(REPO_ROOT)
+    here = host.describe()
     doc = {"run_id": run_id, "lab": lab.name, "lab_file": str(lab.path), "accelerator": accelerator,
-           "host": {"cpus": os.cpu_count(), "kernel": platform.release(), "hostname": socket.gethostname()},
+           "host": {"cpus": here["cores"], "kernel": here["kernel"], "hostname": here["hostname"]},
            "git_revision": rev, "git_dirty": dirty,
            "steps": [{"name": name, "seconds": round(t, 1)} for name, t in job.timings]}
     tmp = run_dir / ".testbed.json.tmp"
